@@ -8,4 +8,10 @@ from llm_pipelines.costs.prices import (
     load_price_table,
 )
 
-__all__ = ["ModelPrice", "PriceTable", "UnknownModelError", "default_price_table", "load_price_table"]
+__all__ = [
+    "ModelPrice",
+    "PriceTable",
+    "UnknownModelError",
+    "default_price_table",
+    "load_price_table",
+]

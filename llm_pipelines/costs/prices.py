@@ -112,8 +112,12 @@ class PriceTable(BaseModel):
             ),
             pc.add_checked(
                 pc.add_checked(
-                    pc.multiply(tokens("cache_write_5m_tokens"), per_model(models, "cache_write_5m")),
-                    pc.multiply(tokens("cache_write_1h_tokens"), per_model(models, "cache_write_1h")),
+                    pc.multiply(
+                        tokens("cache_write_5m_tokens"), per_model(models, "cache_write_5m")
+                    ),
+                    pc.multiply(
+                        tokens("cache_write_1h_tokens"), per_model(models, "cache_write_1h")
+                    ),
                 ),
                 pc.multiply(tokens("cache_read_tokens"), per_model(models, "cache_read")),
             ),

@@ -1,0 +1,8 @@
+"""The partitioning every dataset shares: one UTC day."""
+
+import dagster as dg
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
+"""One partition per UTC day, up to yesterday: the nightly cycle processes the day just ended."""
+
+OWNERS = ["team:llm-platform"]

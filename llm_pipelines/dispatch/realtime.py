@@ -1,0 +1,136 @@
+"""The real-time path: synchronous Messages calls with bounded concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from llm_pipelines.costs import PriceTable
+from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
+from llm_pipelines.providers.base import BatchProvider
+from llm_pipelines.routing import REALTIME
+from llm_pipelines.routing.route import TASKS_FILE
+from llm_pipelines.storage.datasets import (
+    DEAD_LETTER_SCHEMA,
+    RESULTS,
+    TASKS,
+    dead_letter_path,
+    dead_letter_row,
+    utcnow,
+    write_rows,
+)
+from llm_pipelines.storage.lake import Lake
+
+REALTIME_CHUNK = 500
+"""Tasks per realtime results file: the unit that a crash can make us redo."""
+
+
+@dataclass
+class RealtimeStats:
+    """What one pass over a partition's real-time tasks did."""
+
+    tasks: int = 0
+    answered: int = 0
+    dead_lettered: int = 0
+    chunks_skipped: int = 0
+    chunks_written: int = 0
+    totals: ResultTotals | None = None
+
+
+def _realtime_chunks(lake: Lake, partition: str) -> Iterator[pa.Table]:
+    path = lake.path(TASKS, partition, TASKS_FILE)
+    columns = ["task_id", "task_type", "requested_model", "request", "route"]
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in lake.iter_batches([path], columns, batch_size=REALTIME_CHUNK):
+        batch = batch.filter(pc.equal(batch["route"], REALTIME))
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= REALTIME_CHUNK:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, REALTIME_CHUNK)
+            rest = table.slice(REALTIME_CHUNK)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def _call(provider: BatchProvider, request: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return provider.create_message(orjson.loads(request)), None
+    except anthropic.APIStatusError as error:
+        # The SDK has already retried 429/5xx/529; what reaches us is final.
+        return None, f"{error.status_code} {type(error).__name__}: {error.message}"
+    except anthropic.APIConnectionError as error:
+        return None, f"connection failed after retries: {error}"
+
+
+def answer_partition(
+    lake: Lake, provider: BatchProvider, partition: str, prices: PriceTable, concurrency: int
+) -> RealtimeStats:
+    """Answer every real-time task of a partition, one results file per chunk.
+
+    A chunk whose results file exists was answered by an earlier run and is skipped, so a
+    re-run (or a retry after a crash) redoes at most the chunk that was interrupted.
+    """
+    stats = RealtimeStats(totals=ResultTotals())
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="realtime") as pool:
+        for index, chunk in enumerate(_realtime_chunks(lake, partition)):
+            stats.tasks += chunk.num_rows
+            results_path = lake.path(RESULTS, partition, f"realtime-{index:05d}.parquet")
+            if lake.exists(results_path):
+                stats.chunks_skipped += 1
+                continue
+            requests = chunk["request"].to_pylist()
+            answers = list(pool.map(lambda r: _call(provider, r), requests))
+            collected_at = utcnow()
+            dead_path = dead_letter_path(lake, partition, "realtime", f"{index:05d}")
+            with (
+                write_results(lake, results_path, prices) as results,
+                write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
+            ):
+                for task_id, task_type, requested, request, (message, error) in zip(
+                    chunk["task_id"].to_pylist(),
+                    chunk["task_type"].to_pylist(),
+                    chunk["requested_model"].to_pylist(),
+                    requests,
+                    answers,
+                    strict=True,
+                ):
+                    if message is None:
+                        dead.add(
+                            dead_letter_row(
+                                stage="realtime",
+                                task_id=task_id,
+                                reason=error or "no answer",
+                                payload=request,
+                                source=f"tasks/dt={partition}",
+                            )
+                        )
+                        continue
+                    results.add(
+                        success_row(
+                            task_id=task_id,
+                            task_type=task_type,
+                            route=REALTIME,
+                            batch_id=None,
+                            attempt=1,
+                            requested_model=requested,
+                            message=message,
+                            collected_at=collected_at,
+                        )
+                    )
+            stats.chunks_written += 1
+            stats.answered += results.totals.rows
+            stats.dead_lettered += dead.rows
+            stats.totals.rows += results.totals.rows
+            stats.totals.cost_usd += results.totals.cost_usd
+            stats.totals.sync_cost_usd += results.totals.sync_cost_usd
+    return stats

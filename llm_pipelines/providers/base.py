@@ -1,0 +1,77 @@
+"""What the pipeline needs from a batch LLM provider, independent of whose API it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["succeeded", "errored", "canceled", "expired"]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The provider's per-batch limits."""
+
+    max_requests: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A provider batch as last seen."""
+
+    id: str
+    processing_status: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    request_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        """Whether results can be collected."""
+        return self.processing_status == "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """One request's outcome in a batch (or a synchronous call)."""
+
+    custom_id: str
+    outcome: Outcome
+    message: dict[str, Any] | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class BatchProvider(Protocol):
+    """Submit, poll, stream results, cancel, and call synchronously."""
+
+    name: str
+    limits: BatchLimits
+
+    def create_batch(self, body: bytes) -> BatchStatus:
+        """Create a batch from a serialised request body."""
+        ...
+
+    def get_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's current status."""
+        ...
+
+    def cancel_batch(self, batch_id: str) -> BatchStatus:
+        """Ask the provider to stop a batch; unfinished requests come back canceled."""
+        ...
+
+    def list_batches(self) -> Iterator[BatchStatus]:
+        """Every batch the account can see, newest first."""
+        ...
+
+    def iter_results(self, batch_id: str) -> Iterator[RequestResult]:
+        """Stream an ended batch's results."""
+        ...
+
+    def create_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One synchronous Messages call; returns the message as a dict."""
+        ...

@@ -1,0 +1,218 @@
+"""The datasets of the lake: their names, schemas, file naming, and a streaming writer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from llm_pipelines.storage.lake import Lake
+
+LANDING = "landing"
+EVENTS = "events"
+DEAD_LETTER = "dead_letter"
+TASKS = "tasks"
+BATCHES = "batches"
+RESULTS = "results"
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_type", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("max_tokens", pa.int32(), nullable=False),
+        pa.field("priority", pa.int8(), nullable=False),
+        pa.field("deadline", TIMESTAMP),
+        pa.field("requires_realtime", pa.bool_(), nullable=False),
+        pa.field("prompt_chars", pa.int64(), nullable=False),
+        pa.field("request", pa.string(), nullable=False),  # canonical Messages API params
+        pa.field("metadata", pa.string()),  # producer's metadata, JSON
+        pa.field("source", pa.string(), nullable=False),  # landing file and line
+    ]
+)
+
+TASKS_SCHEMA = pa.schema(
+    [
+        *EVENTS_SCHEMA,
+        pa.field("route", pa.string(), nullable=False),  # "batch" | "realtime"
+        pa.field("rule", pa.string(), nullable=False),  # the policy rule that decided
+        pa.field("requested_model", pa.string(), nullable=False),
+        pa.field("est_cost_usd", pa.float64(), nullable=False),
+    ]
+)
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_type", pa.string()),
+        pa.field("route", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string()),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("requested_model", pa.string()),
+        pa.field("stop_reason", pa.string()),
+        pa.field("output_text", pa.string()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cache_write_5m_tokens", pa.int64()),
+        pa.field("cache_write_1h_tokens", pa.int64()),
+        pa.field("cache_read_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("sync_cost_usd", pa.float64()),
+        pa.field("collected_at", TIMESTAMP),
+    ]
+)
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),  # intake | submit | collect | realtime
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("payload", pa.string()),  # the original input, so it can be replayed
+        pa.field("source", pa.string()),
+        pa.field("dead_lettered_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+Stage = Literal["intake", "submit", "collect", "realtime"]
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware (every timestamp in the lake is UTC)."""
+    return datetime.now(UTC)
+
+
+class BatchManifest(BaseModel):
+    """One provider batch as the lake records it.
+
+    Written as an *intent* (no ``provider_batch_id``) before the provider is called, then
+    rewritten once the batch exists; the task ids it covers sit beside it in
+    ``<key>.tasks.parquet``. A manifest with a provider id and no results file is in flight.
+    """
+
+    key: str
+    partition: str
+    provider: str
+    attempt: int = Field(ge=1)
+    request_count: int = Field(ge=1)
+    payload_bytes: int = Field(ge=0)
+    provider_batch_id: str | None = None
+    intent_at: datetime
+    submitted_at: datetime | None = None
+    ended_at: datetime | None = None
+    collected_at: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def manifest_name(self) -> str:
+        """File name of the manifest inside ``batches/dt=<partition>/``."""
+        return f"{self.key}.json"
+
+    @property
+    def tasks_name(self) -> str:
+        """File name of the task-id list beside the manifest."""
+        return f"{self.key}.tasks.parquet"
+
+    @property
+    def results_name(self) -> str:
+        """File name of this batch's results inside ``results/dt=<partition>/``."""
+        return f"batch-{self.key}.parquet"
+
+
+def read_manifests(lake: Lake, partition: str) -> list[BatchManifest]:
+    """Every batch manifest of a partition."""
+    return [
+        BatchManifest.model_validate(lake.read_json(path))
+        for path in lake.files(BATCHES, partition, ".json")
+    ]
+
+
+def write_manifest(lake: Lake, manifest: BatchManifest) -> None:
+    """Write (or replace) a manifest atomically."""
+    lake.write_json(
+        lake.path(BATCHES, manifest.partition, manifest.manifest_name),
+        manifest.model_dump(mode="json"),
+    )
+
+
+class RowWriter:
+    """Buffers rows and streams them to one parquet file in bounded chunks."""
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, chunk_rows: int) -> None:
+        self._writer = writer
+        self._schema = schema
+        self._chunk_rows = chunk_rows
+        self._buffer: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one row (a dict keyed by column name)."""
+        self._buffer.append(row)
+        if len(self._buffer) >= self._chunk_rows:
+            self.flush()
+
+    def add_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Write a columnar chunk directly."""
+        self.flush()
+        if batch.num_rows:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            self._writer.write_table(table.select(self._schema.names).cast(self._schema))
+            self.rows += batch.num_rows
+
+    def flush(self) -> None:
+        """Write what is buffered."""
+        if self._buffer:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self._schema))
+            self.rows += len(self._buffer)
+            self._buffer.clear()
+
+
+@contextlib.contextmanager
+def write_rows(
+    lake: Lake, path: str, schema: pa.Schema, chunk_rows: int = 8_192, keep_empty: bool = False
+) -> Iterator[RowWriter]:
+    """Stream rows into ``path``; an empty result leaves no file unless ``keep_empty``."""
+    with lake.parquet_writer(path, schema) as writer:
+        rows = RowWriter(writer, schema, chunk_rows)
+        yield rows
+        rows.flush()
+    if rows.rows == 0 and not keep_empty:
+        lake.delete(path)
+
+
+def dead_letter_path(lake: Lake, partition: str, stage: Stage, unit: str) -> str:
+    """One dead-letter file per stage and unit of work (partition, batch or chunk).
+
+    Deterministic, so a re-run of the same unit replaces its dead letters instead of
+    adding a second copy.
+    """
+    return lake.path(DEAD_LETTER, partition, f"{stage}-{unit}.parquet")
+
+
+def dead_letter_row(
+    *,
+    stage: Stage,
+    reason: str,
+    payload: str | None,
+    task_id: str | None = None,
+    attempt: int = 1,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """A dead-letter row: what failed, why, and the input needed to replay it."""
+    return {
+        "task_id": task_id,
+        "stage": stage,
+        "reason": reason,
+        "attempt": attempt,
+        "payload": payload,
+        "source": source,
+        "dead_lettered_at": utcnow(),
+    }
