@@ -106,6 +106,7 @@ class Lake:
             discard = getattr(handle, "discard", None)
             if discard is not None:
                 discard()
+                handle.closed = True  # discarded: nothing left to flush when collected
             raise
         handle.close()
 

@@ -1,0 +1,81 @@
+"""Shared fixtures: a lake in a temp folder and the emulator in process, through Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.storage import Lake
+
+DAY = "2026-11-23"
+
+
+@pytest.fixture
+def day() -> str:
+    """The partition the tests work on."""
+    return DAY
+
+
+@pytest.fixture
+def resources(tmp_path: Path) -> dict[str, Any]:
+    """Lake + Anthropic resources: a fresh lake and emulator state per test, no latency."""
+    return {
+        "lake": LakeResource(url=str(tmp_path / "lake")),
+        "anthropic": AnthropicResource(emulator_dir=str(tmp_path / "emulator")),
+    }
+
+
+@pytest.fixture
+def lake(resources: dict[str, Any]) -> Lake:
+    """The test lake."""
+    return resources["lake"].lake()
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    """An in-memory Dagster instance (run history for run_key checks)."""
+    return dg.DagsterInstance.ephemeral()
+
+
+DAILY_CYCLE = ["raw_llm_events", "routed_tasks", "realtime_results", "batch_submissions"]
+
+
+def _assets_named(names: list[str]) -> list[Any]:
+    from llm_pipelines.definitions import build_definitions
+
+    graph = build_definitions({}).get_repository_def().assets_defs_by_key
+    return [graph[dg.AssetKey(name)] for name in names]
+
+
+@pytest.fixture
+def materialize_assets(resources: dict[str, Any], instance: dg.DagsterInstance, day: str):
+    """Materialize named assets for the test partition through Dagster; fail loudly."""
+
+    def run(names: list[str], run_config: dict[str, Any] | None = None) -> dg.ExecuteInJobResult:
+        result = dg.materialize(
+            _assets_named(names),
+            partition_key=day,
+            resources=resources,
+            instance=instance,
+            run_config=run_config,
+        )
+        assert result.success
+        return result
+
+    return run
+
+
+@pytest.fixture
+def tick_sensor(resources: dict[str, Any], instance: dg.DagsterInstance):
+    """Evaluate batch_completion_sensor once with a sensor context; return its result."""
+    from llm_pipelines.sensors import batch_completion_sensor
+
+    def tick(cursor: str | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        return batch_completion_sensor(context)
+
+    return tick

@@ -1,0 +1,82 @@
+"""Batch splitting exactly at the provider's limits: 100,000 requests and 256 MB."""
+
+from __future__ import annotations
+
+import orjson
+
+from llm_pipelines.dispatch.packing import (
+    ENVELOPE_BYTES,
+    Oversized,
+    PackedBatch,
+    pack,
+    request_entry,
+)
+from llm_pipelines.providers import ANTHROPIC_LIMITS, BatchLimits
+
+TINY = b'{"model":"claude-haiku-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
+
+
+def _requests(count: int, params: bytes = TINY):
+    return ((f"t{i}", params, i) for i in range(count))
+
+
+def test_exactly_100000_requests_fit_one_batch() -> None:
+    batches = list(pack(_requests(100_000), ANTHROPIC_LIMITS))
+    assert [len(b.custom_ids) for b in batches] == [100_000]
+
+
+def test_request_100001_starts_a_second_batch() -> None:
+    batches = list(pack(_requests(100_001), ANTHROPIC_LIMITS))
+    assert [len(b.custom_ids) for b in batches] == [100_000, 1]
+    assert batches[1].custom_ids == ["t100000"]
+
+
+def _params_of_entry_size(custom_id: str, size: int) -> bytes:
+    base = len(request_entry(custom_id, b'{"p":""}'))
+    return b'{"p":"' + b"a" * (size - base) + b'"}'
+
+
+def test_body_of_exactly_256_mb_fits_and_one_byte_more_splits() -> None:
+    limit = ANTHROPIC_LIMITS.max_bytes
+    assert limit == 256 * 1024 * 1024
+    count = 64
+    # 64 entries + 63 commas + envelope == the limit, to the byte.
+    entry_size = (limit - ENVELOPE_BYTES - (count - 1)) // count
+    remainder = limit - ENVELOPE_BYTES - (count - 1) - entry_size * count
+    sizes = [entry_size] * (count - 1) + [entry_size + remainder]
+    items = [
+        (f"r{i:02d}", _params_of_entry_size(f"r{i:02d}", size), i) for i, size in enumerate(sizes)
+    ]
+
+    [exact] = list(pack(iter(items), ANTHROPIC_LIMITS))
+    assert isinstance(exact, PackedBatch)
+    body = exact.close()
+    assert len(body) == limit == exact.size
+    assert len(orjson.loads(body)["requests"]) == count
+
+    last_id, last_params, meta = items[-1]
+    items[-1] = (last_id, _params_of_entry_size(last_id, sizes[-1] + 1), meta)
+    split = list(pack(iter(items), ANTHROPIC_LIMITS))
+    assert [len(b.custom_ids) for b in split] == [count - 1, 1]
+    assert all(b.size <= limit for b in split)
+
+
+def test_request_larger_than_any_batch_is_reported_not_dropped() -> None:
+    limits = BatchLimits(max_requests=10, max_bytes=200)
+    items = [("ok1", TINY, 1), ("huge", b'{"p":"' + b"a" * 500 + b'"}', 2), ("ok2", TINY, 3)]
+    out = list(pack(iter(items), limits))
+    oversized = [o for o in out if isinstance(o, Oversized)]
+    packed = [o for o in out if isinstance(o, PackedBatch)]
+    assert [o.custom_id for o in oversized] == ["huge"]
+    assert sorted(i for b in packed for i in b.custom_ids) == ["ok1", "ok2"]
+
+
+def test_every_request_is_packed_once_in_order() -> None:
+    limits = BatchLimits(max_requests=7, max_bytes=1_000)
+    batches = list(pack(_requests(50), limits))
+    ids = [i for b in batches for i in b.custom_ids]
+    assert ids == [f"t{i}" for i in range(50)]
+    for batch in batches:
+        decoded = orjson.loads(batch.close())["requests"]
+        assert [r["custom_id"] for r in decoded] == batch.custom_ids
+        assert len(batch.close()) <= limits.max_bytes
