@@ -82,9 +82,12 @@ def _unsubmitted(
     lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
 ) -> Iterator[tuple[str, bytes, tuple[str, str, str]]]:
     path = lake.path(TASKS, partition, TASKS_FILE)
-    columns = ["task_id", "route", "request", "task_type", "requested_model"]
+    columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
     for chunk in lake.iter_batches([path], columns):
         chunk = chunk.filter(pc.equal(chunk["route"], BATCH))
+        # Requests sharing a cached prefix sit together, so one cache write serves the rest.
+        order = pc.sort_indices(chunk, [("prefix_key", "ascending")], null_placement="at_end")
+        chunk = chunk.take(order)
         if len(submitted):
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
             stats.already_submitted += chunk.num_rows - pc.sum(fresh).as_py()

@@ -43,7 +43,8 @@ TASKS_SCHEMA = pa.schema(
         *EVENTS_SCHEMA,
         pa.field("route", pa.string(), nullable=False),  # "batch" | "realtime"
         pa.field("rule", pa.string(), nullable=False),  # the policy rule that decided
-        pa.field("requested_model", pa.string(), nullable=False),
+        pa.field("requested_model", pa.string(), nullable=False),  # before right-sizing
+        pa.field("prefix_key", pa.string()),  # shared cached prefix, groups requests
         pa.field("est_cost_usd", pa.float64(), nullable=False),
     ]
 )

@@ -44,21 +44,18 @@ class LandingZone:
         day = str(partition or utcnow().date())
         flush = flush_id or f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         written: list[str] = []
-        lines: list[bytes] = []
-
-        def flush_file() -> None:
+        items = iter(tasks)
+        # Stream each file: memory stays at one line, whatever the flush size.
+        while True:
+            first = next(items, None)
+            if first is None:
+                return written
             path = self.lake.path(LANDING, day, f"{flush}-{len(written):05d}.jsonl")
-            self.lake.write_bytes(path, b"\n".join(lines) + b"\n")
+            with self.lake.open_atomic(path) as handle:
+                handle.write(_as_line(first) + b"\n")
+                for _, task in zip(range(flush_rows - 1), items, strict=False):
+                    handle.write(_as_line(task) + b"\n")
             written.append(path)
-            lines.clear()
-
-        for task in tasks:
-            lines.append(_as_line(task))
-            if len(lines) >= flush_rows:
-                flush_file()
-        if lines:
-            flush_file()
-        return written
 
 
 def _as_line(task: LLMTask | dict[str, object] | str | bytes) -> bytes:

@@ -54,7 +54,7 @@ def test_body_of_exactly_256_mb_fits_and_one_byte_more_splits() -> None:
     assert len(body) == limit == exact.size
     assert len(orjson.loads(body)["requests"]) == count
 
-    last_id, last_params, meta = items[-1]
+    last_id, _, meta = items[-1]
     items[-1] = (last_id, _params_of_entry_size(last_id, sizes[-1] + 1), meta)
     split = list(pack(iter(items), ANTHROPIC_LIMITS))
     assert [len(b.custom_ids) for b in split] == [count - 1, 1]

@@ -1,0 +1,46 @@
+"""The Definitions object loads and holds every asset, check, job, sensor and schedule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from llm_pipelines.definitions import defs
+
+ASSETS = {
+    "raw_llm_events",
+    "routed_tasks",
+    "realtime_results",
+    "batch_submissions",
+    "batch_results",
+    "llm_cost_report",
+}
+
+
+def test_definitions_load_everything() -> None:
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == ASSETS
+    assert {s.name for s in repo.sensor_defs} == {"batch_completion_sensor"}
+    assert {s.name for s in repo.schedule_defs} == {"nightly_batch_cycle"}
+    assert {"daily_batch_cycle", "collect_batch_results"} <= {j.name for j in repo.get_all_jobs()}
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert "conservation" in checks
+
+
+def test_every_asset_has_kinds_group_and_description() -> None:
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.kinds, spec.key
+        assert spec.group_name and spec.group_name != "default", spec.key
+        assert spec.description, spec.key
+        assert spec.partitions_def is not None, spec.key
+
+
+def test_nightly_schedule_targets_the_day_that_just_ended() -> None:
+    schedule = defs.resolve_schedule_def("nightly_batch_cycle")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    )
+    [request] = list(schedule.evaluate_tick(context).run_requests or [])
+    assert request.partition_key == "2026-11-23"
