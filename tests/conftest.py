@@ -45,10 +45,15 @@ DAILY_CYCLE = ["raw_llm_events", "routed_tasks", "realtime_results", "batch_subm
 
 
 def _assets_named(names: list[str]) -> list[Any]:
-    from llm_pipelines.definitions import build_definitions
+    """The asset definitions (with their checks) as the modules declare them, unbound."""
+    from llm_pipelines.assets import dispatch, intake, report
 
-    graph = build_definitions({}).get_repository_def().assets_defs_by_key
-    return [graph[dg.AssetKey(name)] for name in names]
+    modules = [intake, dispatch, report]
+    by_name = {a.key.to_user_string(): a for a in dg.load_assets_from_modules(modules)}
+    checks = dg.load_asset_checks_from_modules(modules)
+    selected = [by_name[name] for name in names]
+    wanted = {a.key for a in selected}
+    return selected + [c for c in checks if {k.asset_key for k in c.check_keys} <= wanted]
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def partition_ledger(lake: Lake, partition: str, routed: pa.Array | None = None)
     intake_rejected = len(
         lake.read_table(
             lake.files(DEAD_LETTER, partition, ".parquet"), ["stage"], schema=DEAD_LETTER_SCHEMA
-        ).filter(pc.equal(pa.field("stage"), "intake"))
+        ).filter(pc.equal(pc.field("stage"), "intake"))
     )
     flying = [sidecar_ids(lake, m) for m in in_flight(lake, partition)]
     flying_ids = pa.concat_arrays(flying) if flying else pa.array([], pa.string())

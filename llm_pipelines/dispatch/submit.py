@@ -86,7 +86,7 @@ def _unsubmitted(
     for chunk in lake.iter_batches([path], columns):
         chunk = chunk.filter(pc.equal(chunk["route"], BATCH))
         # Requests sharing a cached prefix sit together, so one cache write serves the rest.
-        order = pc.sort_indices(chunk, [("prefix_key", "ascending")], null_placement="at_end")
+        order = pc.sort_indices(chunk, [("prefix_key", "ascending", "at_end")])
         chunk = chunk.take(order)
         if len(submitted):
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))

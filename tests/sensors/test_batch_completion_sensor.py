@@ -11,7 +11,7 @@ from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.resources import AnthropicResource
 from llm_pipelines.sensors import batch_completion_sensor
 from llm_pipelines.sensors.batch_completion import FULL_SCAN_EVERY, CompletionCursor
-from llm_pipelines.storage import LandingZone, Lake, read_manifests
+from llm_pipelines.storage import Lake, LandingZone, read_manifests
 
 CYCLE = ["raw_llm_events", "routed_tasks", "realtime_results", "batch_submissions"]
 
@@ -58,9 +58,11 @@ def test_running_batches_are_left_to_a_later_tick(
     from llm_pipelines.definitions import build_definitions
 
     defs = build_definitions(slow)
-    assert defs.resolve_job_def("daily_batch_cycle").execute_in_process(
-        partition_key=day, instance=instance
-    ).success
+    assert (
+        defs.resolve_job_def("daily_batch_cycle")
+        .execute_in_process(partition_key=day, instance=instance)
+        .success
+    )
     context = dg.build_sensor_context(instance=instance, resources=slow)
     result = batch_completion_sensor(context)
     assert result.run_requests == []

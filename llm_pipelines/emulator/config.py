@@ -1,0 +1,111 @@
+"""How the emulator behaves: where state lives, how long batches take, which faults it injects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+Endpoint = Literal[
+    "messages",
+    "batches_create",
+    "batches_retrieve",
+    "batches_list",
+    "batches_cancel",
+    "batches_results",
+    "batches_delete",
+]
+"""The API operations a fault plan can target."""
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "messages",
+    "batches_create",
+    "batches_retrieve",
+    "batches_list",
+    "batches_cancel",
+    "batches_results",
+    "batches_delete",
+)
+
+Rate = float
+
+
+class FaultPlan(BaseModel):
+    """Seeded, configurable faults, so retries and recovery can be exercised on purpose.
+
+    HTTP faults answer a call with 429, 500 or 529 before it does anything; the SDK sees what
+    it would see from the real API (``retry-after-ms`` included) and retries on its own.
+    Request outcomes are drawn per (batch, custom_id), so a retried request in a new batch
+    gets a fresh draw. Every draw comes from ``seed``: the same plan replays the same faults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    http_error_rate: Rate = Field(default=0.0, ge=0, le=1, description="Every endpoint.")
+    endpoint_error_rates: dict[Endpoint, Rate] = Field(
+        default_factory=dict, description="Per endpoint, overriding http_error_rate."
+    )
+    http_statuses: list[Literal[429, 500, 529]] = Field(default_factory=lambda: [429, 500, 529])
+    retry_after_ms: int = Field(
+        default=20, ge=0, description="Sent with every injected fault; 0 sends no header."
+    )
+    errored_rate: Rate = Field(default=0.0, ge=0, le=1, description="Requests that error.")
+    non_retryable_error_share: Rate = Field(
+        default=0.5, ge=0, le=1, description="Of errored requests: invalid_request_error."
+    )
+    expired_rate: Rate = Field(default=0.0, ge=0, le=1)
+    canceled_rate: Rate = Field(default=0.0, ge=0, le=1)
+    stalled_batch_rate: Rate = Field(
+        default=0.0, ge=0, le=1, description="Batches that never finish before they expire."
+    )
+    truncated_results_rate: Rate = Field(
+        default=0.0, ge=0, le=1, description="Result streams cut off part-way through."
+    )
+
+    def error_rate(self, endpoint: Endpoint) -> float:
+        """The HTTP fault rate of one endpoint."""
+        return self.endpoint_error_rates.get(endpoint, self.http_error_rate)
+
+    @property
+    def active(self) -> bool:
+        """Whether the plan injects anything at all."""
+        return any(
+            (
+                self.http_error_rate,
+                any(self.endpoint_error_rates.values()),
+                self.errored_rate,
+                self.expired_rate,
+                self.canceled_rate,
+                self.stalled_batch_rate,
+                self.truncated_results_rate,
+            )
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaultPlan:
+        """Read a plan from a YAML (or JSON) file."""
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+class EmulatorConfig(BaseModel):
+    """Everything that shapes one emulator instance.
+
+    State lives in ``state_dir``, so an in-process emulator in the webserver, the daemon and
+    each run worker, or one served over HTTP, all see the same batches.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: str
+    batch_latency_s: float = Field(
+        default=0.0, ge=0, description="How long a batch stays in_progress before it ends."
+    )
+    faults: FaultPlan = Field(default_factory=FaultPlan)
+
+    @property
+    def root(self) -> Path:
+        """The state folder as a path."""
+        return Path(self.state_dir)

@@ -1,0 +1,283 @@
+"""The emulator's state on disk: batches, the prompt cache and the clock.
+
+Every process that opens the same folder sees the same batches. Writes are atomic (temporary
+file, then rename) and anything read-modify-write runs under a file lock, so the webserver,
+the daemon and run workers can share one emulator without a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from filelock import FileLock
+
+from llm_pipelines.emulator.config import EmulatorConfig
+from llm_pipelines.emulator.model import PromptCache, answer, known_model, validate_request
+
+EXPIRY_S = 24 * 3600
+"""A batch that has not ended 24 hours after creation expires, as on the real API."""
+
+Status = Literal["in_progress", "canceling", "ended"]
+OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    """Epoch seconds as the API writes timestamps."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class BatchRecord:
+    """One batch's metadata as stored in ``batches/<id>/batch.json``."""
+
+    id: str
+    created_at: float
+    expires_at: float
+    ends_at: float | None  # None: a stalled batch that will only expire
+    request_count: int
+    processing_status: Status = "in_progress"
+    ended_at: float | None = None
+    cancel_initiated_at: float | None = None
+    counts: dict[str, int] | None = None
+
+    def to_api(self, base_url: str) -> dict[str, Any]:
+        """The ``MessageBatch`` object the API returns."""
+        counts = dict.fromkeys(("processing", *OUTCOMES), 0)
+        if self.processing_status == "ended" and self.counts is not None:
+            counts.update(self.counts)
+        else:
+            counts["processing"] = self.request_count
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": self.processing_status,
+            "request_counts": counts,
+            "created_at": rfc3339(self.created_at),
+            "expires_at": rfc3339(self.expires_at),
+            "ended_at": rfc3339(self.ended_at),
+            "cancel_initiated_at": rfc3339(self.cancel_initiated_at),
+            "archived_at": None,
+            "results_url": (
+                f"{base_url}/v1/messages/batches/{self.id}/results"
+                if self.processing_status == "ended"
+                else None
+            ),
+        }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old content or the new, never half."""
+    temporary = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+class EmulatorStore:
+    """Batches, cache and clock under one state folder."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.root = config.root
+        self.batches_dir = self.root / "batches"
+        self.batches_dir.mkdir(parents=True, exist_ok=True)
+        self._cache_path = self.root / "prompt_cache.json"
+        self._cache_lock = FileLock(str(self.root / "prompt_cache.lock"))
+        self._clock_path = self.root / "clock.json"
+
+    # -- clock -------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Emulated time: the wall clock plus any offset set by :meth:`advance_clock`."""
+        try:
+            offset = float(orjson.loads(self._clock_path.read_bytes())["offset_s"])
+        except (FileNotFoundError, ValueError, KeyError):
+            offset = 0.0
+        return time.time() + offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move emulated time forward (tests: let batches end, expire, caches lapse)."""
+        with FileLock(str(self._clock_path) + ".lock"):
+            offset = self.now() - time.time() + seconds
+            atomic_write(self._clock_path, orjson.dumps({"offset_s": offset}))
+
+    # -- prompt cache ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def prompt_cache(self) -> Iterator[PromptCache]:
+        """The shared prompt cache, locked for the duration and saved afterwards."""
+        with self._cache_lock:
+            try:
+                entries = orjson.loads(self._cache_path.read_bytes())
+            except FileNotFoundError:
+                entries = {}
+            cache = PromptCache(entries)
+            yield cache
+            cache.prune(self.now())
+            atomic_write(self._cache_path, orjson.dumps(cache.entries))
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _dir(self, batch_id: str) -> Path:
+        return self.batches_dir / batch_id
+
+    def _lock(self, batch_id: str) -> FileLock:
+        return FileLock(str(self._dir(batch_id) / ".lock"))
+
+    def exists(self, batch_id: str) -> bool:
+        """Whether a batch with this id was ever created (and not deleted)."""
+        return "/" not in batch_id and (self._dir(batch_id) / "batch.json").exists()
+
+    def _read(self, batch_id: str) -> BatchRecord:
+        return BatchRecord(**orjson.loads((self._dir(batch_id) / "batch.json").read_bytes()))
+
+    def _write(self, record: BatchRecord) -> None:
+        atomic_write(self._dir(record.id) / "batch.json", orjson.dumps(record.__dict__))
+
+    def staging_file(self) -> Path:
+        """A fresh file name to write a new batch's validated request lines into."""
+        staging = self.root / "staging"
+        staging.mkdir(exist_ok=True)
+        return staging / f"{secrets.token_hex(8)}.jsonl"
+
+    def create_batch(self, requests_file: Path, count: int) -> BatchRecord:
+        """Make a new batch from a staged file of validated ``{"custom_id", "params"}`` lines."""
+        now = self.now()
+        batch_id = f"msgbatch_{int(now * 1_000_000):014x}{secrets.token_hex(5)}"
+        directory = self._dir(batch_id)
+        directory.mkdir(parents=True)
+        os.replace(requests_file, directory / "requests.jsonl")
+        faults = self.config.faults
+        stalled = random.Random(f"{faults.seed}:stall:{batch_id}").random()
+        record = BatchRecord(
+            id=batch_id,
+            created_at=now,
+            expires_at=now + EXPIRY_S,
+            ends_at=None
+            if stalled < faults.stalled_batch_rate
+            else now + self.config.batch_latency_s,
+            request_count=count,
+        )
+        self._write(record)
+        return record
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        """A batch as of now: one whose time has come is processed on the way."""
+        record = self._read(batch_id)
+        if record.processing_status == "ended":
+            return record
+        now = self.now()
+        due = record.cancel_initiated_at is not None or now >= record.expires_at
+        if record.ends_at is not None and now >= record.ends_at:
+            due = True
+        if not due:
+            return record
+        with self._lock(batch_id):
+            record = self._read(batch_id)  # another process may have ended it meanwhile
+            if record.processing_status != "ended":
+                self._finish(record, now)
+        return record
+
+    def list_batch_ids(self) -> list[str]:
+        """Every batch id, newest first (ids sort by creation time)."""
+        return sorted((p.name for p in self.batches_dir.iterdir() if p.is_dir()), reverse=True)
+
+    def cancel_batch(self, batch_id: str) -> BatchRecord:
+        """Ask a batch to stop: it reports ``canceling`` and ends on the next look."""
+        with self._lock(batch_id):
+            record = self._read(batch_id)
+            if record.processing_status == "in_progress":
+                record.cancel_initiated_at = self.now()
+                record.processing_status = "canceling"
+                self._write(record)
+        return record
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Remove an ended batch and its results."""
+        directory = self._dir(batch_id)
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()
+
+    def results_path(self, batch_id: str) -> Path:
+        """Where an ended batch's result lines are."""
+        return self._dir(batch_id) / "results.jsonl"
+
+    # -- processing --------------------------------------------------------------------------
+
+    def _finish(self, record: BatchRecord, now: float) -> None:
+        """Work out every request's result and end the batch (caller holds the batch lock)."""
+        latency = (record.ends_at or record.expires_at) - record.created_at
+        if record.cancel_initiated_at is not None:
+            # Requests the batch got through before the cancel were answered; the rest weren't.
+            done = (record.cancel_initiated_at - record.created_at) / latency if latency else 0.0
+            limit, leftover = int(record.request_count * min(done, 1.0)), "canceled"
+        elif record.ends_at is None or record.ends_at > record.expires_at:
+            limit, leftover = 0, "expired"
+        else:
+            limit, leftover = record.request_count, "expired"
+        counts = dict.fromkeys(OUTCOMES, 0)
+        results = self.results_path(record.id)
+        temporary = results.with_name(".tmp-results.jsonl")
+        with (
+            self.prompt_cache() as cache,
+            open(self._dir(record.id) / "requests.jsonl", "rb") as source,
+            open(temporary, "wb") as sink,
+        ):
+            for index, line in enumerate(source):
+                item = orjson.loads(line)
+                custom_id = item["custom_id"]
+                if index >= limit:
+                    outcome: dict[str, Any] = {"type": leftover}
+                else:
+                    outcome = self._outcome(record.id, custom_id, item["params"], cache, now)
+                counts[outcome["type"]] += 1
+                sink.write(orjson.dumps({"custom_id": custom_id, "result": outcome}))
+                sink.write(b"\n")
+        os.replace(temporary, results)
+        record.processing_status = "ended"
+        record.ended_at = now
+        record.counts = counts
+        self._write(record)
+
+    def _outcome(
+        self, batch_id: str, custom_id: str, params: dict[str, Any], cache: PromptCache, now: float
+    ) -> dict[str, Any]:
+        faults = self.config.faults
+        if faults.active:
+            draw = random.Random(f"{faults.seed}:{batch_id}:{custom_id}")
+            roll = draw.random()
+            if roll < faults.errored_rate:
+                if draw.random() < faults.non_retryable_error_share:
+                    return errored("invalid_request_error", "emulated fault: request rejected")
+                return errored("overloaded_error", "emulated fault: overloaded, try again")
+            roll -= faults.errored_rate
+            if roll < faults.expired_rate:
+                return {"type": "expired"}
+            roll -= faults.expired_rate
+            if roll < faults.canceled_rate:
+                return {"type": "canceled"}
+        request = validate_request(params)  # validated at creation; cannot fail here
+        if not known_model(request.model):
+            return errored("not_found_error", f"model: {request.model}")
+        usage = cache.use(request, now)
+        return {"type": "succeeded", "message": answer(request, usage, "batch")}
+
+
+def errored(kind: str, message: str) -> dict[str, Any]:
+    """An errored request result, nested as the API nests it."""
+    return {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": kind, "message": message}},
+    }
