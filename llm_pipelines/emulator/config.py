@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,15 +19,7 @@ Endpoint = Literal[
 ]
 """The API operations a fault plan can target."""
 
-ENDPOINTS: tuple[Endpoint, ...] = (
-    "messages",
-    "batches_create",
-    "batches_retrieve",
-    "batches_list",
-    "batches_cancel",
-    "batches_results",
-    "batches_delete",
-)
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 Rate = float
 
