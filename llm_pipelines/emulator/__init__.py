@@ -72,7 +72,12 @@ def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765) -> 
 def serving(config: EmulatorConfig, host: str = "127.0.0.1") -> Iterator[str]:
     """Run the emulator over HTTP on a free loopback port for the block; yields its base URL."""
     server = make_emulator_server(config, host, 0)
-    thread = threading.Thread(target=server.serve_forever, name="anthropic-emulator", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="anthropic-emulator",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://{host}:{server.server_port}"
