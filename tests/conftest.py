@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.storage import Lake
 
 DAY = "2026-11-23"
@@ -26,6 +26,8 @@ def resources(tmp_path: Path) -> dict[str, Any]:
     return {
         "lake": LakeResource(url=str(tmp_path / "lake")),
         "anthropic": AnthropicResource(emulator_dir=str(tmp_path / "emulator")),
+        # Explicit, so a developer's LLM_PIPELINES_* environment cannot change the tests.
+        "cost_policy": CostPolicyResource(routing_policy_path=None, daily_budget_usd=None),
     }
 
 
