@@ -115,7 +115,10 @@ def index_answers(lake: Lake, partition: str) -> int:
     tasks_path = lake.path(TASKS, partition, TASKS_FILE)
     if not todo or not lake.exists(tasks_path):
         return 0
-    answered = {path: lake.read_table([path], ["task_id"])["task_id"] for path in todo}
+    answered = {
+        path: lake.read_table([path], ["task_id"], schema=RESULTS_SCHEMA)["task_id"]
+        for path in todo
+    }
     every = pa.concat_arrays([ids.combine_chunks() for ids in answered.values()])
     keys = _keys_of(lake, tasks_path, every)
     for path, ids in answered.items():
@@ -209,12 +212,15 @@ def _reuse_from(
     resolved: list[pa.Array] = []
     sources = pc.unique(waiting["reuse_of"])
     for index_path in lake.files(REUSE_INDEX, source_partition, ".parquet"):
-        indexed = lake.read_table([index_path], ["task_id"])["task_id"].combine_chunks()
+        indexed = lake.read_table([index_path], ["task_id"], schema=INDEX_SCHEMA)["task_id"]
+        indexed = indexed.combine_chunks()
         here = pc.filter(sources, pc.is_in(sources, value_set=indexed))
         if len(here) == 0:
             continue
         name = index_path.rsplit("/", 1)[1]
-        answers = lake.read_table([lake.path(RESULTS, source_partition, name)])
+        answers = lake.read_table(
+            [lake.path(RESULTS, source_partition, name)], schema=RESULTS_SCHEMA
+        )
         answers = answers.filter(pc.is_in(answers["task_id"], value_set=here))
         # The answer's own identity and price make way for the reusing task's.
         answers = answers.drop_columns(

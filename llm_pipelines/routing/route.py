@@ -271,7 +271,7 @@ def _mark_reuse(
         matched = matched.join(sources, "request_key").sort_by("row")
         ids = np.full(rows, -1, dtype=np.int64)
         ids[matched["row"].to_numpy()] = np.arange(matched.num_rows)
-        found = pc.take(matched["task_id_min"], pa.array(ids, mask=ids < 0))
+        found = pc.take(matched["task_id_min"].combine_chunks(), pa.array(ids, mask=ids < 0))
         source_id = pc.coalesce(source_id, found)
         source_day[hit] = len(days)
         days.append(day)
