@@ -258,7 +258,8 @@ def _mark_reuse(
     days: list[str] = []
     free = np.asarray(policy.reusable(plan["task_type"]).to_numpy(zero_copy_only=False), bool)
     keys = plan["request_key"]
-    for day in answered_partitions(lake, partition, policy.reuse.lookback_days):
+    lookback = policy.reuse.lookback_days if policy.reuse.enabled else 0
+    for day in answered_partitions(lake, partition, lookback):
         hit = free & np.asarray(
             pc.is_in(keys, value_set=answered_keys(lake, day)).to_numpy(zero_copy_only=False),
             dtype=bool,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.compute as pc
 import pytest
 
 from llm_pipelines.costs import default_price_table
-from llm_pipelines.dispatch.packing import PackedBatch, pack
-from llm_pipelines.providers.base import BatchLimits
+from llm_pipelines.dispatch.submit import sidecar_ids, submit_partition
+from llm_pipelines.emulator import EmulatorConfig, in_process_client
+from llm_pipelines.providers import AnthropicProvider, BatchLimits
 from llm_pipelines.routing import default_policy, route
-from llm_pipelines.storage import Lake, LandingZone
+from llm_pipelines.storage import Lake, LandingZone, read_manifests
 from llm_pipelines.storage.datasets import RESULTS, RESULTS_SCHEMA, TASKS, TASKS_FILE
 
 
@@ -128,7 +129,7 @@ def test_breakpoints_only_where_long_enough_and_shared_enough(
 
 
 def test_prefix_groups_are_contiguous_across_chunks_buckets_and_batches(
-    lake: Lake, day: str, materialize_assets, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, lake: Lake, day: str, materialize_assets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     LandingZone(lake).append(_interleaved(), partition=day)
     materialize_assets(["raw_llm_events"])
@@ -149,17 +150,15 @@ def test_prefix_groups_are_contiguous_across_chunks_buckets_and_batches(
     runs = [group for group, _ in itertools.groupby(groups)]
     assert len(runs) == len(set(runs)) == len(GROUPS)
 
-    batch_rows = table.filter(pc.equal(table["route"], "batch"))
-    requests = zip(
-        batch_rows["task_id"].to_pylist(),
-        (r.encode() for r in batch_rows["request"].to_pylist()),
-        batch_rows["task_id"].to_pylist(),
-        strict=True,
-    )
-    batches = [b for b in pack(requests, BatchLimits(4, 10**9)) if isinstance(b, PackedBatch)]
+    # Submitted four requests a batch, each group fills consecutive batches.
+    client = in_process_client(EmulatorConfig(state_dir=str(tmp_path / "emulator")))
+    provider = AnthropicProvider(client, limits=BatchLimits(max_requests=4, max_bytes=10**9))
+    stats = submit_partition(lake, provider, day)
+    manifests = sorted(read_manifests(lake, day), key=lambda m: m.intent_at)
+    assert stats.batches == len(manifests) > 3
     spans: dict[str, list[int]] = {}
-    for number, batch in enumerate(batches):
-        for task_id in batch.custom_ids:
+    for number, manifest in enumerate(manifests):
+        for task_id in sidecar_ids(lake, manifest).to_pylist():
             spans.setdefault(task_id.split("-")[0], []).append(number)
     for group, numbers in spans.items():
         assert numbers == sorted(numbers), group
