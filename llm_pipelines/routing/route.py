@@ -46,13 +46,18 @@ from llm_pipelines.routing.policy import (
 )
 from llm_pipelines.routing.reuse import answered_keys, answered_partitions, source_tasks
 from llm_pipelines.storage.datasets import EVENTS, TASKS, TASKS_FILE, TASKS_SCHEMA, write_rows
-from llm_pipelines.storage.lake import READ_BATCH_ROWS, Lake
+from llm_pipelines.storage.lake import Lake
 from llm_pipelines.tasks import canonical_json
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
-SPILL_BUCKET_BYTES = 64 * 1024 * 1024
+SPILL_BUCKET_BYTES = 16 * 1024 * 1024
 """Rows sorted in memory at once, by request bytes (plus a per-row allowance)."""
+ROUTE_CHUNK_ROWS = 2_048
+"""Events per chunk in both passes: requests can be long, so chunks stay small."""
+SPILL_ROW_GROUP = 256
+SPILL_OPEN_FILES = 16
+"""Spill writers buffer a row group each; at most this many are open at once."""
 ROW_ALLOWANCE_BYTES = 512
 """Bytes a routed row holds besides its request, for sizing sort buckets."""
 EXPECTED_OUTPUT_SHARE = 0.5
@@ -123,7 +128,7 @@ def route_partition(
     prices: PriceTable,
     now: datetime,
     *,
-    chunk_rows: int = READ_BATCH_ROWS,
+    chunk_rows: int = ROUTE_CHUNK_ROWS,
 ) -> RoutingStats:
     """Apply ``policy`` to every event of the partition and write ``tasks/`` in dispatch order."""
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
@@ -139,6 +144,10 @@ def route_partition(
             partitioning=_BUCKETS,
             existing_data_behavior="overwrite_or_ignore",
             use_threads=False,
+            # Small row groups and few open files: spilling holds little in memory.
+            max_rows_per_group=SPILL_ROW_GROUP,
+            min_rows_per_group=0,
+            max_open_files=SPILL_OPEN_FILES,
         )
         spilled = ds.dataset(spill, schema=_SPILL_SCHEMA, format="parquet", partitioning=_BUCKETS)
         with write_rows(
