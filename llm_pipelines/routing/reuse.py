@@ -28,6 +28,7 @@ from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.routing.policy import REUSE
@@ -105,15 +106,28 @@ def _primary_results(lake: Lake, partition: str) -> list[str]:
     ]
 
 
+def _routed_with_keys(lake: Lake, partition: str) -> str | None:
+    """The partition's tasks file, if it exists and records request keys.
+
+    A partition routed before reuse existed has no keys: it neither reuses nor is indexed.
+    """
+    path = lake.path(TASKS, partition, TASKS_FILE)
+    if not lake.exists(path):
+        return None
+    with lake.fs.open(path, "rb") as handle:
+        names = pq.read_schema(handle).names
+    return path if {"request_key", "reuse_of", "reuse_partition"} <= set(names) else None
+
+
 def index_answers(lake: Lake, partition: str) -> int:
     """Index the request keys of results files not indexed yet; returns files indexed."""
+    tasks_path = _routed_with_keys(lake, partition)
     todo = [
         path
         for path in _primary_results(lake, partition)
         if not lake.exists(lake.path(REUSE_INDEX, partition, path.rsplit("/", 1)[1]))
     ]
-    tasks_path = lake.path(TASKS, partition, TASKS_FILE)
-    if not todo or not lake.exists(tasks_path):
+    if not todo or tasks_path is None:
         return 0
     answered = {
         path: lake.read_table([path], ["task_id"], schema=RESULTS_SCHEMA)["task_id"]
@@ -155,8 +169,8 @@ def _terminal_ids(lake: Lake, partition: str) -> pa.Array:
 
 def waiting_reuse(lake: Lake, partition: str) -> pa.Table:
     """Reuse tasks of the partition that have neither a result nor a dead letter yet."""
-    tasks_path = lake.path(TASKS, partition, TASKS_FILE)
-    if not lake.exists(tasks_path):
+    tasks_path = _routed_with_keys(lake, partition)
+    if tasks_path is None:
         return pa.table({})
     columns = ["task_id", "task_type", "requested_model", "request", "route"]
     columns += ["reuse_of", "reuse_partition"]
