@@ -21,6 +21,7 @@ def _demo(args: argparse.Namespace) -> int:
         events=args.events,
         seed=args.seed,
         batch_latency_s=args.batch_latency,
+        policy_path=args.policy,
         progress=(lambda message: print(f"· {message}", file=sys.stderr)),
     )
     summary = run_demo(options)
@@ -34,7 +35,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
         print(
             f"  routed: {summary['batched']:,} to Message Batches ({summary['batches']} batches),"
-            f" {summary['realtime']:,} real-time"
+            f" {summary['realtime']:,} real-time, {summary['reused']:,} reusing an answer"
         )
         print(
             f"  succeeded {summary['succeeded']:,}, lost {summary['lost']}, "
@@ -43,6 +44,13 @@ def _demo(args: argparse.Namespace) -> int:
         print(
             f"  cost ${summary['cost_usd']:.4f} vs ${summary['all_sync_cost_usd']:.4f} all-sync: "
             f"saved {summary['savings_pct']:.1f}%  ({summary['elapsed_s']}s)"
+        )
+        print(
+            "  saved by lever (% of all-sync): "
+            + ", ".join(
+                f"{lever} {summary[f'savings_pct_{lever}']:.1f}"
+                for lever in ("batching", "caching", "downshifting", "reuse")
+            )
         )
         print()
         print(report)
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="workload seed")
     demo.add_argument("--batch-latency", type=float, default=2.0, help="emulated batch seconds")
     demo.add_argument("--emulator-dir", help="emulator state folder; default: <lake>/_emulator")
+    demo.add_argument(
+        "--policy", help="routing policy YAML; default: $LLM_PIPELINES_ROUTING_POLICY or shipped"
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON summary line")
     demo.set_defaults(handler=_demo)
 

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from llm_pipelines.assets import dispatch, intake, report
-from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import (
     batch_completion_sensor,
     collect_batch_results,
@@ -24,11 +24,14 @@ def default_resources() -> dict[str, object]:
             api_key=dg.EnvVar("ANTHROPIC_API_KEY") if os.environ.get("ANTHROPIC_API_KEY") else None,
             base_url=os.environ.get("ANTHROPIC_BASE_URL"),
         ),
+        # Routing policy file and daily budget: LLM_PIPELINES_ROUTING_POLICY and
+        # LLM_PIPELINES_DAILY_BUDGET_USD, read by the resource's defaults.
+        "cost_policy": CostPolicyResource(),
     }
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
-    """The project's Definitions, with ``resources`` (default: from the environment)."""
+    """The project's Definitions, with ``resources`` (any key not given: from the environment)."""
     modules = [intake, dispatch, report]
     return dg.Definitions(
         assets=dg.load_assets_from_modules(modules),
@@ -36,7 +39,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
         jobs=[daily_batch_cycle, collect_batch_results],
         sensors=[batch_completion_sensor],
         schedules=[nightly_batch_cycle],
-        resources=resources if resources is not None else default_resources(),
+        resources={**default_resources(), **(resources or {})},
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.storage import Lake
 
 DAY = "2026-11-23"
@@ -26,6 +26,8 @@ def resources(tmp_path: Path) -> dict[str, Any]:
     return {
         "lake": LakeResource(url=str(tmp_path / "lake")),
         "anthropic": AnthropicResource(emulator_dir=str(tmp_path / "emulator")),
+        # Explicit, so a developer's LLM_PIPELINES_* environment cannot change the tests.
+        "cost_policy": CostPolicyResource(routing_policy_path=None, daily_budget_usd=None),
     }
 
 
@@ -58,13 +60,23 @@ def _assets_named(names: list[str]) -> list[Any]:
 
 @pytest.fixture
 def materialize_assets(resources: dict[str, Any], instance: dg.DagsterInstance, day: str):
-    """Materialize named assets for the test partition through Dagster; fail loudly."""
+    """Materialize named assets for the test partition through Dagster; fail loudly.
 
-    def run(names: list[str], run_config: dict[str, Any] | None = None) -> dg.ExecuteInJobResult:
+    ``resources_override`` replaces some of the test resources for one run; ``partition``
+    runs another day than the test's.
+    """
+
+    def run(
+        names: list[str],
+        run_config: dict[str, Any] | None = None,
+        *,
+        resources_override: dict[str, Any] | None = None,
+        partition: str | None = None,
+    ) -> dg.ExecuteInJobResult:
         result = dg.materialize(
             _assets_named(names),
-            partition_key=day,
-            resources=resources,
+            partition_key=partition or day,
+            resources={**resources, **(resources_override or {})},
             instance=instance,
             run_config=run_config,
         )
@@ -84,3 +96,36 @@ def tick_sensor(resources: dict[str, Any], instance: dg.DagsterInstance):
         return batch_completion_sensor(context)
 
     return tick
+
+
+@pytest.fixture
+def http_emulator(tmp_path: Path):
+    """Start the emulator over HTTP on loopback: ``start(faults, wrap) -> (base_url, app)``.
+
+    ``wrap`` wraps the WSGI app (a middleware that observes requests); servers stop at
+    teardown. Point ``AnthropicResource(base_url=...)`` at the URL.
+    """
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from llm_pipelines.emulator import EmulatorApp, EmulatorConfig, FaultPlan
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start(faults: FaultPlan | None = None, wrap: Any = None) -> tuple[str, EmulatorApp]:
+        config = EmulatorConfig(
+            state_dir=str(tmp_path / f"emulator-http-{len(servers)}"), faults=faults or FaultPlan()
+        )
+        app = EmulatorApp(config)
+        server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}", app
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -14,6 +14,7 @@ ASSETS = {
     "realtime_results",
     "batch_submissions",
     "batch_results",
+    "reused_results",
     "llm_cost_report",
 }
 
@@ -26,7 +27,7 @@ def test_definitions_load_everything() -> None:
     assert {s.name for s in repo.schedule_defs} == {"nightly_batch_cycle"}
     assert {"daily_batch_cycle", "collect_batch_results"} <= {j.name for j in repo.get_all_jobs()}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert "conservation" in checks
+    assert {"conservation", "daily_budget"} <= checks
 
 
 def test_every_asset_has_kinds_group_and_description() -> None:

@@ -9,6 +9,7 @@ from llm_pipelines.dispatch.collect import collect_batch, pending_manifests
 from llm_pipelines.dispatch.realtime import answer_partition
 from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.routing.reuse import resolve_reuse
 
 
 @dg.asset(
@@ -139,5 +140,31 @@ def batch_results(
             "cost_usd": round(cost, 6),
             "sync_cost_usd": round(sync_cost, 6),
             "batch_ids": dg.MetadataValue.json(collected),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=DAILY,
+    group_name="llm_dispatch",
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    deps=[realtime_results, batch_results],
+    description=(
+        "Tasks routed to reuse, answered with the result of the identical request already "
+        "answered (this day or an earlier one): same output and usage, cost 0. Also indexes "
+        "this day's answers in reuse_index/ so later days can reuse them."
+    ),
+)
+def reused_results(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    stats = resolve_reuse(lake.lake(), context.partition_key, default_price_table())
+    return dg.MaterializeResult(
+        metadata={
+            "reused": stats.reused,
+            "waiting_for_source": stats.still_waiting,
+            "dead_lettered": stats.dead_lettered,
+            "results_files_indexed": stats.indexed_files,
+            "saved_usd": round(stats.saved_usd, 6),
+            "dagster/row_count": stats.reused,
         }
     )

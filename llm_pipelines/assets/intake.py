@@ -5,14 +5,17 @@ import dagster as dg
 from llm_pipelines.assets.partitions import DAILY, OWNERS
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.intake import ingest_partition
-from llm_pipelines.resources import LakeResource
-from llm_pipelines.routing import load_policy
+from llm_pipelines.resources import CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import route_partition
 from llm_pipelines.storage.datasets import utcnow
 
 
 class RoutingConfig(dg.Config):
-    """Which policy file to route with (empty: the policy shipped in the package)."""
+    """A one-run override of the routing policy (a trial policy for a backfill, say).
+
+    Empty: the deployment's policy, ``CostPolicyResource.routing_policy_path``
+    (``LLM_PIPELINES_ROUTING_POLICY``), else the policy shipped in the package.
+    """
 
     policy_path: str = ""
 
@@ -51,25 +54,40 @@ def raw_llm_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     owners=OWNERS,
     deps=[raw_llm_events],
     description=(
-        "Each event routed to the synchronous path or the Message Batches API by the routing "
-        "policy, with the rule that decided and an estimated cost."
+        "Each event routed by the routing policy: real-time, Message Batches, or reuse of an "
+        "identical request already answered; the rule that decided, the right-sized model, "
+        "cache_control on shared prefixes worth caching, an estimated cost. Written in "
+        "dispatch order, so tasks sharing a prefix sit together across batches."
     ),
 )
 def routed_tasks(
-    context: dg.AssetExecutionContext, config: RoutingConfig, lake: LakeResource
+    context: dg.AssetExecutionContext,
+    config: RoutingConfig,
+    lake: LakeResource,
+    cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
-    policy = load_policy(config.policy_path or None)
+    policy = cost_policy.routing_policy(config.policy_path or None)
     stats = route_partition(
         lake.lake(), context.partition_key, policy, default_price_table(), utcnow()
     )
+
+    def share(count: int) -> float:
+        return round(100.0 * count / stats.tasks, 2) if stats.tasks else 0.0
+
     return dg.MaterializeResult(
         metadata={
             "tasks": stats.tasks,
             "batch": stats.batch,
             "realtime": stats.realtime,
-            "batch_share_pct": round(100.0 * stats.batch / stats.tasks, 2) if stats.tasks else 0.0,
+            "reuse": stats.reused,
+            "reuse_from_earlier_days": stats.reused_from_earlier,
+            "batch_share_pct": share(stats.batch),
+            "reuse_share_pct": share(stats.reused),
+            "cache_marked": stats.cache_marked,
+            "cache_prefix_groups": stats.prefix_groups,
             "est_cost_usd": round(stats.est_cost_usd, 6),
-            "by_rule": dict(stats.by_rule),
+            "by_rule": dg.MetadataValue.json(dict(stats.by_rule)),
+            "policy": config.policy_path or cost_policy.routing_policy_path or "(shipped default)",
             "dagster/row_count": stats.tasks,
         }
     )

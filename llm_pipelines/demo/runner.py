@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -11,12 +12,16 @@ from typing import Any
 import dagster as dg
 
 from llm_pipelines.assets.partitions import DAILY
-from llm_pipelines.costs.report import build_report
+from llm_pipelines.costs.report import LEVERS, build_report
 from llm_pipelines.definitions import build_definitions
-from llm_pipelines.demo.workload import generate_tasks
+from llm_pipelines.demo.workload import (
+    REFERENCE_EVAL_DOCUMENTS,
+    REFERENCE_REREQUEST_SHARE,
+    generate_tasks,
+)
 from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
-from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.sensors import batch_completion_sensor
 from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, TASKS
@@ -35,6 +40,10 @@ class DemoOptions:
     batch_latency_s: float = 2.0
     poll_interval_s: float = 0.5
     timeout_s: float = 300.0
+    policy_path: str | None = None
+    """Routing policy file; None: the deployment's (environment) or the shipped one."""
+    rerequest_share: float = REFERENCE_REREQUEST_SHARE
+    eval_documents: int = REFERENCE_EVAL_DOCUMENTS
     progress: Callable[[str], None] = field(default=lambda _message: None)
 
 
@@ -52,6 +61,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "anthropic": AnthropicResource(
             emulator_dir=options.emulator_dir, emulator_batch_latency_s=options.batch_latency_s
         ),
+        "cost_policy": CostPolicyResource(
+            **({"routing_policy_path": options.policy_path} if options.policy_path else {})
+        ),
     }
     defs = build_definitions(resources)
     lake = resources["lake"].lake()
@@ -59,7 +71,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
     say(f"landing {options.events:,} events for {options.day} in {lake.url}")
     LandingZone(lake).append(
-        generate_tasks(options.day, options.events, seed=options.seed),
+        generate_tasks(
+            options.day,
+            options.events,
+            seed=options.seed,
+            rerequest_share=options.rerequest_share,
+            eval_documents=options.eval_documents,
+        ),
         partition=options.day,
         flush_id=f"demo-seed{options.seed}",
     )
@@ -111,15 +129,17 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     dead_rows = lake.read_table(
         lake.files(DEAD_LETTER, options.day, ".parquet"), ["stage"], schema=DEAD_LETTER_SCHEMA
     ).num_rows
-    batched = sum(1 for r in routed["route"].to_pylist() if r == "batch")
+    routes = Counter(routed["route"].to_pylist())
+    levers = report.metadata()
     return {
         "date": options.day,
         "lake": lake.url,
         "events": options.events,
         "valid": ledger.valid,
         "dead_lettered": dead_rows,
-        "batched": batched,
-        "realtime": routed.num_rows - batched,
+        "batched": routes["batch"],
+        "realtime": routes["realtime"],
+        "reused": routes["reuse"],
         "batches": len(used_run_keys),
         "succeeded": ledger.succeeded,
         "lost": ledger.lost + ledger.pending,
@@ -127,6 +147,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "cost_usd": round(report.total.cost_usd, 6),
         "all_sync_cost_usd": round(report.total.sync_cost_usd, 6),
         "savings_pct": round(report.total.savings_pct, 2),
+        **{f"savings_pct_{lever}": levers[f"savings_pct_{lever}"] for lever in LEVERS},
+        "cache_read_share_pct": levers["cache_read_share_pct"],
         "elapsed_s": round(time.monotonic() - started, 2),
         "report_markdown": report.markdown(),
     }

@@ -87,6 +87,11 @@ JUDGE_PROMPT = (
     "correctness and completeness, then justify the score in two sentences. "
 )
 
+REFERENCE_REREQUEST_SHARE = 0.04
+"""In the reference workload: share of tasks asking again for a request already made."""
+REFERENCE_EVAL_DOCUMENTS = 24
+"""In the reference workload: reference documents the offline evaluations are judged on."""
+
 # (task type, share of the day, model, max_tokens): about 85% batchable work.
 MIX: tuple[tuple[str, float, str, int], ...] = (
     ("catalog_description", 0.35, "claude-haiku-4-5", 300),
@@ -128,12 +133,21 @@ def generate_tasks(
     seed: int = 7,
     invalid_share: float = 0.01,
     duplicate_share: float = 0.02,
+    rerequest_share: float = 0.0,
+    eval_documents: int = 0,
 ) -> Iterator[dict[str, Any] | str]:
     """Yield ``count`` landing items for ``day``: valid tasks, some repeats and some bad input.
 
     Repeats carry the same ``task_id`` (an at-least-once producer retrying); bad input is a
     mix of broken JSON and tasks that break the schema, each of which intake must
-    dead-letter with a reason.
+    dead-letter with a reason. Two options shape the reference workload (both off by
+    default, so the default stream is unchanged):
+
+    - ``rerequest_share``: tasks that ask again for a request already made, under a new
+      ``task_id`` (another producer wanting the same description): reuse candidates.
+    - ``eval_documents``: offline evaluations judge an answer against one of this many
+      reference documents (about 2,000 tokens each), sent as the leading block of the user
+      turn, so evaluations of the same document share a cacheable prefix.
     """
     rng = random.Random(f"{seed}-{day}")
     prefixes = {
@@ -141,6 +155,10 @@ def generate_tasks(
         "ticket_triage": _long_prefix(TICKET_PROMPT, random.Random(2), 6_000),
         "offline_eval": _long_prefix(JUDGE_PROMPT, random.Random(3), 6_000),
     }
+    documents = [
+        _long_prefix(f"Reference document {n}. ", random.Random(100 + n), 8_000)
+        for n in range(eval_documents)
+    ]
     start = datetime.combine(date.fromisoformat(str(day)), time(0), tzinfo=UTC)
     recent: deque[dict[str, Any]] = deque(maxlen=50)
     for index in range(count):
@@ -150,6 +168,14 @@ def generate_tasks(
             continue
         if roll < invalid_share + duplicate_share and recent:
             yield rng.choice(recent)
+            continue
+        if roll < invalid_share + duplicate_share + rerequest_share and recent:
+            again = rng.choice(recent)
+            yield {
+                **again,
+                "task_id": f"{again['task_type'][:4]}-{day}-{index:07d}",
+                "metadata": {"producer": "demo-rerequest", "seq": str(index)},
+            }
             continue
         task_type, model, max_tokens = _pick(rng)
         task: dict[str, Any] = {
@@ -162,6 +188,12 @@ def generate_tasks(
         }
         if task_type in prefixes:
             task["system"] = prefixes[task_type]
+        if task_type == "offline_eval" and documents:
+            answer = task["messages"][0]["content"]
+            task["messages"][0]["content"] = [
+                {"type": "text", "text": rng.choice(documents)},
+                {"type": "text", "text": answer},
+            ]
         if task_type == "agent_assist":
             task["deadline"] = (start + timedelta(hours=rng.randint(1, 4))).isoformat()
             task["priority"] = rng.randint(0, 3)

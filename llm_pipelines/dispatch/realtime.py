@@ -1,4 +1,12 @@
-"""The real-time path: synchronous Messages calls with bounded concurrency."""
+"""The real-time path: synchronous Messages calls with bounded concurrency.
+
+Tasks come in dispatch order (``tasks/`` is sorted by route, then shared prefix), in chunks
+of :data:`REALTIME_CHUNK`. Within a chunk, requests go out in *waves*: first one request
+per new shared prefix, which writes the prompt cache, then the requests that can read it.
+Sent all at once, every request of a group would miss the cache and pay to write it.
+At most ``concurrency`` calls are in flight; 429/5xx/529 and connection errors are retried
+by the SDK itself (``max_retries`` on the client); what still fails is dead-lettered.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +54,7 @@ class RealtimeStats:
 
 def _realtime_chunks(lake: Lake, partition: str) -> Iterator[pa.Table]:
     path = lake.path(TASKS, partition, TASKS_FILE)
-    columns = ["task_id", "task_type", "requested_model", "request", "route"]
+    columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
     pending: list[pa.RecordBatch] = []
     rows = 0
     for batch in lake.iter_batches([path], columns, batch_size=REALTIME_CHUNK):
@@ -72,6 +80,31 @@ def _call(provider: BatchProvider, request: str) -> tuple[dict[str, Any] | None,
         return None, f"connection failed after retries: {error}"
 
 
+def cache_waves(prefix_keys: list[str | None]) -> list[list[int]]:
+    """Positions of a chunk's requests grouped into waves sent one after the other.
+
+    A ``prefix_key`` lists a request's cached prefixes, shortest first (``system.document``).
+    A request goes in the wave of the first of its prefixes no earlier request has: the
+    first request of a new system prompt in wave 0, the first of a new document under a
+    known system prompt in wave 1, and requests whose prefixes are all cached already (or
+    that have none) in the last wave.
+    """
+    levels = max((key.count(".") + 1 for key in prefix_keys if key), default=0)
+    waves: list[list[int]] = [[] for _ in range(levels + 1)]
+    seen: set[str] = set()
+    for position, key in enumerate(prefix_keys):
+        wave = levels
+        if key:
+            parts = key.split(".")
+            for level in range(len(parts)):
+                prefix = ".".join(parts[: level + 1])
+                if prefix not in seen:
+                    wave = min(wave, level)
+                    seen.add(prefix)
+        waves[wave].append(position)
+    return [wave for wave in waves if wave]
+
+
 def answer_partition(
     lake: Lake, provider: BatchProvider, partition: str, prices: PriceTable, concurrency: int
 ) -> RealtimeStats:
@@ -89,7 +122,13 @@ def answer_partition(
                 stats.chunks_skipped += 1
                 continue
             requests = chunk["request"].to_pylist()
-            answers = list(pool.map(lambda r: _call(provider, r), requests))
+            answers: list[tuple[dict[str, Any] | None, str | None]] = [(None, None)] * len(requests)
+            for wave in cache_waves(chunk["prefix_key"].to_pylist()):
+                sent = [requests[i] for i in wave]
+                for position, answer in zip(
+                    wave, pool.map(lambda r: _call(provider, r), sent), strict=True
+                ):
+                    answers[position] = answer
             collected_at = utcnow()
             dead_path = dead_letter_path(lake, partition, "realtime", f"{index:05d}")
             with (

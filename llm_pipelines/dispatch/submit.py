@@ -84,10 +84,9 @@ def _unsubmitted(
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
     for chunk in lake.iter_batches([path], columns):
+        # tasks/ is already in dispatch order (routing sorts the whole partition by shared
+        # prefix), so packing in file order keeps prefix groups together across batches.
         chunk = chunk.filter(pc.equal(chunk["route"], BATCH))
-        # Requests sharing a cached prefix sit together, so one cache write serves the rest.
-        order = pc.sort_indices(chunk, [("prefix_key", "ascending", "at_end")])
-        chunk = chunk.take(order)
         if len(submitted):
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
             stats.already_submitted += chunk.num_rows - pc.sum(fresh).as_py()

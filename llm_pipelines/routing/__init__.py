@@ -1,5 +1,23 @@
-"""Routing: decide per task between the synchronous path and the batch API."""
+"""Routing: per task, the synchronous path, the batch API, or reuse of an answer given already."""
 
-from llm_pipelines.routing.policy import BATCH, REALTIME, RoutingPolicy, default_policy, load_policy
+from llm_pipelines.routing.policy import (
+    BATCH,
+    POLICY_ENV,
+    REALTIME,
+    REUSE,
+    PolicyError,
+    RoutingPolicy,
+    default_policy,
+    load_policy,
+)
 
-__all__ = ["BATCH", "REALTIME", "RoutingPolicy", "default_policy", "load_policy"]
+__all__ = [
+    "BATCH",
+    "POLICY_ENV",
+    "REALTIME",
+    "REUSE",
+    "PolicyError",
+    "RoutingPolicy",
+    "default_policy",
+    "load_policy",
+]

@@ -1,35 +1,42 @@
 """The routing policy: which tasks keep the synchronous path and which go to batches.
 
 Per task it decides the route (by the first matching rule, recorded with the task), the
-model (right-sizing by task type, with the requested model kept for the report), and the
-prompt-cache plan (a ``cache_control`` breakpoint on a long enough shared system prompt).
+model (right-sizing by task type, with the requested model kept for the report), whether an
+identical request already answered can be reused, and the prompt-cache plan. The policy is
+a YAML file validated by :class:`RoutingPolicy`; the one shipped in the package is
+``default_policy.yaml``, and a deployment points at its own with ``CostPolicyResource``
+(``LLM_PIPELINES_ROUTING_POLICY``) or, for one run, ``RoutingConfig.policy_path``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
+import os
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_pipelines.costs import PriceTable, default_price_table
-from llm_pipelines.tasks import canonical_json
+from llm_pipelines.costs.prices import BATCH_ROUTE, REUSE_ROUTE, ModelPrice
 
 REALTIME = "realtime"
-BATCH = "batch"
+BATCH = BATCH_ROUTE
+REUSE = REUSE_ROUTE
+ROUTES = (REALTIME, BATCH, REUSE)
+"""Every route, in dispatch order: the routed tasks file is sorted this way."""
 RULES = ("requires_realtime", "task_type", "deadline", "priority", "default")
-CHARS_PER_TOKEN = 4
-"""For estimates before a request is sent; actual usage replaces it on every result row."""
-EXPECTED_OUTPUT_SHARE = 0.5
-"""Estimated output tokens as a share of ``max_tokens``."""
+"""The routing rules in the order they are tried; the first that matches decides."""
+REUSE_RULE = "reuse"
+"""The rule recorded on a task whose identical request is answered elsewhere."""
+POLICY_ENV = "LLM_PIPELINES_ROUTING_POLICY"
+"""Environment variable naming the routing policy file of a deployment."""
 
 CacheTTL = Literal["5m", "1h"]
 
@@ -39,7 +46,7 @@ class PolicyError(ValueError):
 
 
 class PromptCaching(BaseModel):
-    """Where to put ``cache_control`` breakpoints."""
+    """Where to put ``cache_control`` breakpoints (see :mod:`llm_pipelines.routing.caching`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +55,46 @@ class PromptCaching(BaseModel):
         default="1h", description="Batches can take longer than 5 minutes to run through."
     )
     realtime_ttl: CacheTTL = "5m"
+    shared_documents: bool = Field(
+        default=True,
+        description="Also cache a shared document: the leading blocks of the first user turn.",
+    )
+    min_group_size: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Mark a prefix only when at least this many tasks of the partition (on the same "
+            "route) send it; empty: the break-even size the price table gives for the TTL."
+        ),
+    )
+
+    def ttl(self, route: str) -> CacheTTL:
+        """The cache lifetime for requests on ``route``."""
+        return self.batch_ttl if route == BATCH else self.realtime_ttl
+
+    def min_sharers(self, price: ModelPrice, route: str) -> int:
+        """How many requests must share a prefix before marking it saves money."""
+        if self.min_group_size is not None:
+            return self.min_group_size
+        return break_even_group_size(price, self.ttl(route))
+
+
+class Reuse(BaseModel):
+    """Answer an identical request once: later copies reuse the answer at no cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    lookback_days: int = Field(
+        default=7,
+        ge=0,
+        le=90,
+        description="Also reuse answers from this many earlier partitions (0: this day only).",
+    )
+    exclude_task_types: list[str] = Field(
+        default_factory=list,
+        description="Task types whose repeats are meant as independent samples: never reused.",
+    )
 
 
 class RoutingPolicy(BaseModel):
@@ -55,13 +102,18 @@ class RoutingPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_turnaround_hours: float = Field(gt=0, le=24)
+    batch_turnaround_hours: float = Field(
+        gt=0,
+        le=24,
+        description="The turnaround budget of a batch: a task due sooner goes real-time.",
+    )
     realtime_task_types: list[str] = Field(default_factory=list)
     realtime_max_priority: int | None = Field(default=None, ge=0, le=9)
     model_map: dict[str, str] = Field(
         default_factory=dict, description="Right-sizing: task type → model to use instead."
     )
     prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
+    reuse: Reuse = Field(default_factory=Reuse)
 
     def check_models(self, prices: PriceTable) -> None:
         """Every model the policy maps to must be priced (and so servable)."""
@@ -72,117 +124,56 @@ class RoutingPolicy(BaseModel):
                     f"(known: {', '.join(sorted(prices.models))})"
                 )
 
-    def decide(self, tasks: pa.RecordBatch, now: datetime) -> tuple[pa.Array, pa.Array]:
-        """The route and the deciding rule of every task in a chunk, vectorised."""
-        cutoff = pa.scalar(
-            now + timedelta(hours=self.batch_turnaround_hours), tasks["deadline"].type
-        )
-        flagged = tasks["requires_realtime"]
+    def decide(self, tasks: pa.RecordBatch | pa.Table, now: datetime) -> tuple[pa.Array, pa.Array]:
+        """The route and the deciding rule of every task in a chunk, vectorised.
+
+        A task whose deadline is *sooner* than ``now`` + ``batch_turnaround_hours`` goes
+        real-time; one due exactly at that cutoff, or later, can wait for a batch.
+        """
+        deadline = tasks.column("deadline")
+        cutoff = pa.scalar(now + timedelta(hours=self.batch_turnaround_hours), deadline.type)
+        flagged = tasks.column("requires_realtime")
         by_type = pc.is_in(
-            tasks["task_type"], value_set=pa.array(self.realtime_task_types, pa.string())
+            tasks.column("task_type"), value_set=pa.array(self.realtime_task_types, pa.string())
         )
-        by_deadline = pc.fill_null(pc.less(tasks["deadline"], cutoff), False)
+        by_deadline = pc.fill_null(pc.less(deadline, cutoff), False)
         if self.realtime_max_priority is None:
-            by_priority = pa.array([False] * tasks.num_rows)
+            by_priority = pc.is_null(flagged)  # all False: the flag is never null
         else:
-            by_priority = pc.less_equal(tasks["priority"], self.realtime_max_priority)
-        rule = pc.case_when(pc.make_struct(flagged, by_type, by_deadline, by_priority), *RULES)
+            by_priority = pc.less_equal(tasks.column("priority"), self.realtime_max_priority)
+        conditions = [
+            c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+            for c in (flagged, by_type, by_deadline, by_priority)
+        ]
+        rule = pc.case_when(pc.make_struct(*conditions), *RULES)
         route = pc.if_else(pc.equal(rule, "default"), BATCH, REALTIME)
         return route, rule
 
-    def route(self, tasks: pa.RecordBatch, now: datetime, prices: PriceTable) -> pa.RecordBatch:
-        """Events in; the same rows with route, rule, model, cache plan and estimate out."""
-        route, rule = self.decide(tasks, now)
-        models, requests, prefixes = self._plan_requests(tasks, route, prices)
-        columns = {name: tasks[name] for name in tasks.schema.names}
-        columns.update(
-            model=models,
-            request=requests,
-            route=route,
-            rule=rule,
-            requested_model=tasks["model"],
-            prefix_key=prefixes,
-        )
-        columns["est_cost_usd"] = estimated_cost(
-            models, tasks["prompt_chars"], tasks["max_tokens"], route, prices
-        )
-        return pa.RecordBatch.from_pydict(columns)
+    def target_model(self, task_type: str, requested: str) -> str:
+        """The model a task is sent to: right-sized by task type, else the one requested."""
+        return self.model_map.get(task_type, requested)
 
-    def _plan_requests(
-        self, tasks: pa.RecordBatch, route: pa.Array, prices: PriceTable
-    ) -> tuple[pa.Array, pa.Array, pa.Array]:
-        """Right-size models and place cache breakpoints, rewriting only requests that change."""
-        models = tasks["model"].to_pylist()
-        requests = tasks["request"].to_pylist()
-        prefixes: list[str | None] = [None] * len(models)
-        task_types = tasks["task_type"].to_pylist()
-        routes = route.to_pylist()
-        caching = self.prompt_caching
-        for i, request in enumerate(requests):
-            original = models[i]
-            target = self.model_map.get(task_types[i], original)
-            cacheable = caching.enabled and '"system"' in request
-            if target == original and not cacheable:
-                continue
-            params: dict[str, Any] = orjson.loads(request)
-            params["model"] = models[i] = target
-            if cacheable:
-                ttl = caching.batch_ttl if routes[i] == BATCH else caching.realtime_ttl
-                minimum = prices.price(target).min_cacheable_tokens
-                prefixes[i] = mark_cacheable_system(params, ttl, minimum)
-            if target != original or prefixes[i] is not None:
-                requests[i] = canonical_json(params).decode()
-        return (
-            pa.array(models, pa.string()),
-            pa.array(requests, pa.string()),
-            pa.array(prefixes, pa.string()),
-        )
+    def reusable(self, task_types: pa.Array) -> pa.Array:
+        """Which tasks may take (or give) a reused answer."""
+        if not self.reuse.enabled:
+            return pc.is_null(task_types)  # all False: task_type is never null
+        excluded = pa.array(self.reuse.exclude_task_types, pa.string())
+        return pc.invert(pc.is_in(task_types, value_set=excluded))
 
 
-def mark_cacheable_system(params: dict[str, Any], ttl: CacheTTL, min_tokens: int) -> str | None:
-    """Put a cache breakpoint on the system prompt if it is long enough to be cached.
+def break_even_group_size(price: ModelPrice, ttl: CacheTTL) -> int:
+    """The fewest requests sharing a prefix for which caching it costs less than not.
 
-    Returns the prefix key (model + system text hash) that groups requests sharing the
-    cached prefix, or ``None`` when the prompt is below the model's minimum.
+    One request writes the prefix, the other ``n - 1`` read it, against ``n`` plain reads:
+    ``write + (n - 1) * read < n * input`` ⇔ ``n > (write - read) / (input - read)``.
+    With Anthropic's ratios that is 2 for the 5-minute TTL (a write costs 1.25 inputs) and 3
+    for the 1-hour TTL (2 inputs). The batch discount scales every component alike, so it
+    does not change ``n``.
     """
-    system = params.get("system")
-    if isinstance(system, str):
-        blocks = [{"type": "text", "text": system}]
-    elif isinstance(system, list) and system:
-        blocks = system
-    else:
-        return None
-    text = "".join(block.get("text", "") for block in blocks)
-    if len(text) / CHARS_PER_TOKEN < min_tokens:
-        return None
-    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral", "ttl": ttl}}
-    params["system"] = blocks
-    digest = hashlib.blake2b(f"{params['model']}\x00{text}".encode(), digest_size=8)
-    return digest.hexdigest()
-
-
-def estimated_cost(
-    models: pa.Array,
-    prompt_chars: pa.Array,
-    max_tokens: pa.Array,
-    route: pa.Array,
-    prices: PriceTable,
-) -> pa.Array:
-    """Expected cost before sending: prompt chars / 4 in, half of ``max_tokens`` out."""
-    rows = len(models)
-    table = pa.table(
-        {
-            "model": models,
-            "requested_model": models,
-            "route": route,
-            "input_tokens": pc.divide(pc.cast(prompt_chars, pa.float64()), CHARS_PER_TOKEN),
-            "output_tokens": pc.multiply(pc.cast(max_tokens, pa.float64()), EXPECTED_OUTPUT_SHARE),
-            "cache_write_5m_tokens": pa.nulls(rows, pa.int64()),
-            "cache_write_1h_tokens": pa.nulls(rows, pa.int64()),
-            "cache_read_tokens": pa.nulls(rows, pa.int64()),
-        }
-    )
-    return prices.with_cost_columns(table).column("cost_usd").combine_chunks()
+    write = price.cache_write_1h if ttl == "1h" else price.cache_write_5m
+    if price.input <= price.cache_read:
+        return 2**31 - 1  # reading is no cheaper than sending: never worth writing
+    return max(2, math.floor((write - price.cache_read) / (price.input - price.cache_read)) + 1)
 
 
 def parse_policy(raw: Any, source: str) -> RoutingPolicy:
@@ -195,15 +186,31 @@ def parse_policy(raw: Any, source: str) -> RoutingPolicy:
             for e in error.errors(include_url=False)
         )
         raise PolicyError(f"routing policy {source}: {problems}") from None
-    policy.check_models(default_price_table())
+    try:
+        policy.check_models(default_price_table())
+    except PolicyError as error:
+        raise PolicyError(f"routing policy {source}: {error}") from None
     return policy
 
 
 def load_policy(path: str | Path | None = None) -> RoutingPolicy:
     """Read and validate a policy file; without ``path``, the one shipped in the package."""
-    if path is None:
+    if path is None or str(path) == "":
         return default_policy()
-    return parse_policy(yaml.safe_load(Path(path).read_text()), str(path))
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise PolicyError(f"routing policy {path}: cannot read it: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PolicyError(f"routing policy {path}: not valid YAML: {error}") from None
+    return parse_policy(raw, str(path))
+
+
+def policy_path_from_env() -> str | None:
+    """The policy file named by ``LLM_PIPELINES_ROUTING_POLICY``, if set."""
+    return os.environ.get(POLICY_ENV) or None
 
 
 @cache

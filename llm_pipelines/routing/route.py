@@ -1,20 +1,88 @@
-"""Route a whole partition: events in, routed tasks out, streamed chunk by chunk."""
+"""Route a whole partition: events in, routed tasks out, in dispatch order.
+
+Two streaming passes over the partition's events, with a bounded spill to sort:
+
+1. **Plan**: per task, the route and deciding rule (:meth:`RoutingPolicy.decide`), the
+   right-sized model, and the request's shape (its reuse key, its candidate cache prefixes;
+   :mod:`llm_pipelines.routing.caching`). Only this compact plan, about 100 bytes a task,
+   is kept for the whole partition, as Arrow columns.
+2. **Decide across the partition**: which tasks reuse an identical request (answered in an
+   earlier partition, or the first copy in this one; :mod:`llm_pipelines.routing.reuse`);
+   how many tasks on each route share each prefix, hence which breakpoints repay their
+   cache write; and the dispatch order: route, system prompt, shared document, arrival.
+3. **Write**: read the events again, rewrite requests (model, ``cache_control``), and spill
+   rows into sort buckets of bounded size on local disk (pyarrow dataset partitioning);
+   each bucket is sorted in memory and appended to ``tasks/dt=D/tasks.parquet``.
+
+So tasks sharing a prefix sit together across the *whole* partition, not only within a read
+chunk: the packer, which fills batches in file order, puts them in the same batch or in
+consecutive ones, and the real-time path answers them back to back.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.intake import EVENTS_FILE
-from llm_pipelines.routing.policy import BATCH, REALTIME, RoutingPolicy
-from llm_pipelines.storage.datasets import EVENTS, TASKS, TASKS_SCHEMA, write_rows
+from llm_pipelines.routing import caching
+from llm_pipelines.routing.policy import (
+    BATCH,
+    REALTIME,
+    REUSE,
+    REUSE_RULE,
+    ROUTES,
+    RoutingPolicy,
+)
+from llm_pipelines.routing.reuse import answered_keys, answered_partitions, source_tasks
+from llm_pipelines.storage.datasets import EVENTS, TASKS, TASKS_FILE, TASKS_SCHEMA, write_rows
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.tasks import canonical_json
 
-TASKS_FILE = "tasks.parquet"
+__all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
+
+SPILL_BUCKET_BYTES = 16 * 1024 * 1024
+"""Rows sorted in memory at once, by request bytes (plus a per-row allowance)."""
+ROUTE_CHUNK_ROWS = 2_048
+"""Events per chunk in both passes: requests can be long, so chunks stay small."""
+SPILL_ROW_GROUP = 256
+SPILL_OPEN_FILES = 16
+"""Spill writers buffer a row group each; at most this many are open at once."""
+ROW_ALLOWANCE_BYTES = 512
+"""Bytes a routed row holds besides its request, for sizing sort buckets."""
+EXPECTED_OUTPUT_SHARE = 0.5
+"""Estimated output tokens as a share of ``max_tokens``."""
+
+_PLAN_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("task_type", pa.string()),
+        ("route", pa.string()),
+        ("rule", pa.string()),
+        ("model", pa.string()),
+        ("request_key", pa.binary(16)),
+        ("system_key", pa.int64()),
+        ("system_tokens", pa.int64()),
+        ("document_key", pa.int64()),
+        ("document_tokens", pa.int64()),
+        ("producer_marked", pa.bool_()),
+        ("request_bytes", pa.int64()),
+    ]
+)
+_SPILL_SCHEMA = pa.schema(
+    [*TASKS_SCHEMA, ("spill_position", pa.int64()), ("spill_bucket", pa.int64())]
+)
+_BUCKETS = ds.partitioning(pa.schema([("spill_bucket", pa.int64())]), flavor="hive")
 
 
 @dataclass
@@ -24,31 +92,398 @@ class RoutingStats:
     tasks: int = 0
     batch: int = 0
     realtime: int = 0
+    reused: int = 0
+    reused_from_earlier: int = 0
     est_cost_usd: float = 0.0
     by_rule: Counter[str] = field(default_factory=Counter)
+    cache_marked: int = 0
+    """Tasks with at least one ``cache_control`` breakpoint placed by routing."""
+    prefix_groups: int = 0
+    """Distinct marked prefixes (system prompts and shared documents) across the partition."""
+
+
+@dataclass
+class _Decisions:
+    """Per-task decisions for the whole partition, in event order (compact Arrow/numpy)."""
+
+    route: pa.Array
+    rule: pa.Array
+    model: pa.Array
+    request_key: pa.Array
+    mark_system: pa.Array
+    mark_document: pa.Array
+    system_key: pa.Array
+    document_key: pa.Array
+    reuse_of: pa.Array
+    reuse_partition: pa.Array
+    position: np.ndarray
+    bucket: np.ndarray
+    ttl: dict[str, str]
 
 
 def route_partition(
-    lake: Lake, partition: str, policy: RoutingPolicy, prices: PriceTable, now: datetime
+    lake: Lake,
+    partition: str,
+    policy: RoutingPolicy,
+    prices: PriceTable,
+    now: datetime,
+    *,
+    chunk_rows: int = ROUTE_CHUNK_ROWS,
 ) -> RoutingStats:
-    """Apply ``policy`` to every event of the partition and write ``tasks/``."""
-    stats = RoutingStats()
+    """Apply ``policy`` to every event of the partition and write ``tasks/`` in dispatch order."""
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
-    with write_rows(
-        lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
-    ) as out:
-        for chunk in lake.iter_batches([events_path]):
-            routed = policy.route(chunk, now, prices)
-            out.add_batch(routed)
-            stats.tasks += routed.num_rows
-            realtime = int(pc.sum(pc.equal(routed["route"], REALTIME)).as_py() or 0)
-            stats.realtime += realtime
-            stats.batch += routed.num_rows - realtime
-            stats.est_cost_usd += pc.sum(routed["est_cost_usd"]).as_py() or 0.0
-            counts = pc.value_counts(routed["rule"])
-            for rule, count in zip(
-                counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-            ):
-                stats.by_rule[rule] += count
-    assert stats.batch + stats.realtime == stats.tasks, f"{BATCH}+{REALTIME} must cover every task"
+    plan = _plan(lake, events_path, policy, now, chunk_rows)
+    decisions = _decide(lake, partition, plan, policy, prices)
+    stats = _stats(partition, decisions)
+    with tempfile.TemporaryDirectory(prefix="llm-pipelines-route-") as spill:
+        ds.write_dataset(
+            _routed_chunks(lake, events_path, decisions, prices, chunk_rows, stats),
+            spill,
+            schema=_SPILL_SCHEMA,
+            format="parquet",
+            partitioning=_BUCKETS,
+            existing_data_behavior="overwrite_or_ignore",
+            use_threads=False,
+            # Small row groups and few open files: spilling holds little in memory.
+            max_rows_per_group=SPILL_ROW_GROUP,
+            min_rows_per_group=0,
+            max_open_files=SPILL_OPEN_FILES,
+        )
+        spilled = ds.dataset(spill, schema=_SPILL_SCHEMA, format="parquet", partitioning=_BUCKETS)
+        with write_rows(
+            lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
+        ) as out:
+            for bucket in np.unique(decisions.bucket).tolist():
+                rows = spilled.to_table(filter=pc.field("spill_bucket") == bucket)
+                out.add_batch(rows.sort_by("spill_position").select(TASKS_SCHEMA.names))
+    assert stats.batch + stats.realtime + stats.reused == stats.tasks, "every task has a route"
     return stats
+
+
+def _plan(
+    lake: Lake, events_path: str, policy: RoutingPolicy, now: datetime, chunk_rows: int
+) -> pa.RecordBatch:
+    """Pass 1: route, rule, model and request shape of every task."""
+    documents = policy.prompt_caching.shared_documents
+    chunks = []
+    for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
+        route, rule = policy.decide(chunk, now)
+        columns: dict[str, list[object]] = {name: [] for name in _PLAN_SCHEMA.names[4:]}
+        for task_type, requested, request in zip(
+            chunk["task_type"].to_pylist(),
+            chunk["model"].to_pylist(),
+            chunk["request"].to_pylist(),
+            strict=True,
+        ):
+            params = orjson.loads(request)
+            params["model"] = policy.target_model(task_type, requested)
+            shape = caching.shape(params, documents=documents)
+            columns["model"].append(params["model"])
+            columns["request_key"].append(shape.request_key)
+            columns["system_key"].append(shape.system_key)
+            columns["system_tokens"].append(shape.system_tokens)
+            columns["document_key"].append(shape.document_key)
+            columns["document_tokens"].append(shape.document_tokens)
+            columns["producer_marked"].append(shape.producer_marked)
+            columns["request_bytes"].append(len(request))
+        chunks.append(
+            pa.RecordBatch.from_pydict(
+                {
+                    "task_id": chunk["task_id"],
+                    "task_type": chunk["task_type"],
+                    "route": route,
+                    "rule": rule,
+                    **columns,
+                },
+                schema=_PLAN_SCHEMA,
+            )
+        )
+    table = pa.Table.from_batches(chunks, _PLAN_SCHEMA)
+    return pa.RecordBatch.from_arrays(
+        [column.combine_chunks() for column in table.columns], schema=_PLAN_SCHEMA
+    )
+
+
+def _decide(
+    lake: Lake, partition: str, plan: pa.RecordBatch, policy: RoutingPolicy, prices: PriceTable
+) -> _Decisions:
+    """Reuse, cache breakpoints and dispatch order, from the whole partition's plan."""
+    rows = plan.num_rows
+    route_code = np.asarray(
+        pc.index_in(plan["route"], value_set=pa.array(ROUTES)).to_numpy(zero_copy_only=False),
+        dtype=np.int64,
+    )
+    reuse_of, reuse_partition = _mark_reuse(lake, partition, plan, policy, route_code)
+    reused = np.asarray(reuse_partition.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    route_code[reused] = ROUTES.index(REUSE)
+    route = pc.take(pa.array(ROUTES), pa.array(route_code))
+    rule = pc.if_else(pa.array(reused), REUSE_RULE, plan["rule"])
+
+    mark_system, mark_document = _mark_prefixes(plan, policy, prices, route_code)
+
+    order = pc.sort_indices(
+        pa.table(
+            {
+                "route": route_code,
+                "system": plan["system_key"],
+                "document": plan["document_key"],
+                "arrival": np.arange(rows),
+            }
+        ),
+        sort_keys=[
+            (name, "ascending", "at_end") for name in ("route", "system", "document", "arrival")
+        ],
+    ).to_numpy()
+    position = np.empty(rows, dtype=np.int64)
+    position[order] = np.arange(rows)
+    weight = plan["request_bytes"].to_numpy()[order] + ROW_ALLOWANCE_BYTES
+    bucket = np.empty(rows, dtype=np.int64)
+    bucket[order] = (np.cumsum(weight) - weight) // SPILL_BUCKET_BYTES
+    return _Decisions(
+        route=route,
+        rule=rule,
+        model=plan["model"],
+        request_key=plan["request_key"],
+        mark_system=mark_system,
+        mark_document=mark_document,
+        system_key=plan["system_key"],
+        document_key=plan["document_key"],
+        reuse_of=reuse_of,
+        reuse_partition=reuse_partition,
+        position=position,
+        bucket=bucket,
+        ttl={route: policy.prompt_caching.ttl(route) for route in (REALTIME, BATCH)},
+    )
+
+
+def _mark_reuse(
+    lake: Lake, partition: str, plan: pa.RecordBatch, policy: RoutingPolicy, route_code: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
+    """``reuse_of`` and ``reuse_partition`` of every task (null where it is sent itself)."""
+    rows = plan.num_rows
+    source_row = np.full(rows, -1, dtype=np.int64)  # this partition: the row answering it
+    source_day = np.full(rows, -1, dtype=np.int64)  # index into ``days``
+    source_id = pa.nulls(rows, pa.string())
+    days: list[str] = []
+    free = np.asarray(policy.reusable(plan["task_type"]).to_numpy(zero_copy_only=False), bool)
+    keys = plan["request_key"]
+    lookback = policy.reuse.lookback_days if policy.reuse.enabled else 0
+    for day in answered_partitions(lake, partition, lookback):
+        hit = free & np.asarray(
+            pc.is_in(keys, value_set=answered_keys(lake, day)).to_numpy(zero_copy_only=False),
+            dtype=bool,
+        )
+        if not hit.any():
+            continue
+        sources = source_tasks(lake, day, keys.filter(pa.array(hit)))
+        # Which earlier task answered each hit: a join, then back to event order.
+        matched = pa.table({"request_key": keys, "row": np.arange(rows)}).filter(pa.array(hit))
+        matched = matched.join(sources, "request_key").sort_by("row")
+        ids = np.full(rows, -1, dtype=np.int64)
+        ids[matched["row"].to_numpy()] = np.arange(matched.num_rows)
+        found = pc.take(matched["task_id_min"].combine_chunks(), pa.array(ids, mask=ids < 0))
+        source_id = pc.coalesce(source_id, found)
+        source_day[hit] = len(days)
+        days.append(day)
+        free &= ~hit
+    if policy.reuse.enabled and free.any():
+        # Within the partition, one task of each request key is sent: a real-time one if
+        # any (it cannot wait for a batch), else the first to arrive.
+        rank = route_code * rows + np.arange(rows)
+        candidates = pa.table({"request_key": keys, "rank": rank}).filter(pa.array(free))
+        first = candidates.group_by("request_key").aggregate([("rank", "min")])
+        joined = candidates.join(first, "request_key")
+        copies = joined.filter(pc.not_equal(joined["rank"], joined["rank_min"]))
+        copy_rows = copies["rank"].to_numpy() % rows
+        source_row[copy_rows] = copies["rank_min"].to_numpy() % rows
+        source_day[copy_rows] = len(days)
+        days.append(partition)
+        within = pc.take(plan["task_id"], pa.array(source_row, mask=source_row < 0))
+        source_id = pc.coalesce(source_id, within)
+    reuse_partition = pc.take(
+        pa.array(days, pa.string()), pa.array(source_day, mask=source_day < 0)
+    )
+    return source_id, reuse_partition
+
+
+def _mark_prefixes(
+    plan: pa.RecordBatch, policy: RoutingPolicy, prices: PriceTable, route_code: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
+    """Which tasks get a breakpoint after the system prompt, and after a shared document."""
+    rows = plan.num_rows
+    caching_policy = policy.prompt_caching
+    if not caching_policy.enabled or rows == 0:
+        none = pa.array(np.zeros(rows, dtype=bool))
+        return none, none
+    sent = route_code != ROUTES.index(REUSE)
+    # Minimum cacheable length and break-even group size of each (model, route) pair.
+    pairs = pa.table({"model": plan["model"], "route": route_code})
+    combos = pairs.group_by(["model", "route"]).aggregate([])
+    thresholds = pa.table(
+        {
+            "model": combos["model"],
+            "route": combos["route"],
+            "min_tokens": [
+                prices.price(m).min_cacheable_tokens for m in combos["model"].to_pylist()
+            ],
+            "min_sharers": [
+                caching_policy.min_sharers(prices.price(m), ROUTES[r])
+                for m, r in zip(
+                    combos["model"].to_pylist(), combos["route"].to_pylist(), strict=True
+                )
+            ],
+        }
+    )
+    limits = (
+        pairs.append_column("row", pa.array(np.arange(rows)))
+        .join(thresholds, ["model", "route"])
+        .sort_by("row")
+    )
+    min_tokens = limits["min_tokens"].to_numpy()
+    min_sharers = limits["min_sharers"].to_numpy()
+    usable = sent & ~np.asarray(plan["producer_marked"].to_numpy(zero_copy_only=False), bool)
+
+    def marked(key_column: str, tokens_column: str) -> pa.Array:
+        keys = plan[key_column]
+        counted = pa.table({"route": route_code, "key": keys}).filter(
+            pa.array(sent & np.asarray(keys.is_valid().to_numpy(zero_copy_only=False), bool))
+        )
+        counts = counted.group_by(["route", "key"]).aggregate([("key", "count")])
+        sharers = (
+            pa.table({"route": route_code, "key": keys, "row": np.arange(rows)})
+            .join(counts, ["route", "key"])
+            .sort_by("row")
+        )
+        count = pc.fill_null(sharers["key_count"], 0).to_numpy()
+        long_enough = plan[tokens_column].to_numpy(zero_copy_only=False) >= min_tokens
+        return pa.array(usable & long_enough & (count >= min_sharers))
+
+    mark_system = marked("system_key", "system_tokens")
+    if caching_policy.shared_documents:
+        mark_document = marked("document_key", "document_tokens")
+    else:
+        mark_document = pa.array(np.zeros(rows, dtype=bool))
+    return mark_system, mark_document
+
+
+def _routed_chunks(
+    lake: Lake,
+    events_path: str,
+    decisions: _Decisions,
+    prices: PriceTable,
+    chunk_rows: int,
+    stats: RoutingStats,
+) -> Iterator[pa.RecordBatch]:
+    """Pass 2: the events with their decisions applied, as spill rows (position, bucket)."""
+    offset = 0
+    for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
+        start, rows = offset, chunk.num_rows
+        offset += rows
+        route = decisions.route.slice(start, rows)
+        model = decisions.model.slice(start, rows)
+        requests, prefixes = _rewrite(chunk, model, route, decisions, start)
+        columns = {name: chunk[name] for name in chunk.schema.names}
+        columns.update(
+            model=model,
+            request=requests,
+            route=route,
+            rule=decisions.rule.slice(start, rows),
+            requested_model=chunk["model"],
+            prefix_key=prefixes,
+            request_key=decisions.request_key.slice(start, rows),
+            reuse_of=decisions.reuse_of.slice(start, rows),
+            reuse_partition=decisions.reuse_partition.slice(start, rows),
+            est_cost_usd=estimated_cost(
+                model, chunk["prompt_chars"], chunk["max_tokens"], route, prices
+            ),
+            spill_position=pa.array(decisions.position[start : start + rows]),
+            spill_bucket=pa.array(decisions.bucket[start : start + rows]),
+        )
+        stats.est_cost_usd += pc.sum(columns["est_cost_usd"]).as_py() or 0.0
+        yield pa.RecordBatch.from_pydict(columns, schema=_SPILL_SCHEMA)
+
+
+def _rewrite(
+    chunk: pa.RecordBatch, model: pa.Array, route: pa.Array, decisions: _Decisions, start: int
+) -> tuple[pa.Array, pa.Array]:
+    """Requests as they will be sent (model, breakpoints) and their ``prefix_key``.
+
+    Only requests that change are parsed and serialised again.
+    """
+    rows = chunk.num_rows
+    requests = chunk["request"].to_pylist()
+    prefixes: list[str | None] = [None] * rows
+    for i, (requested, target, path, system, document, system_key, document_key) in enumerate(
+        zip(
+            chunk["model"].to_pylist(),
+            model.to_pylist(),
+            route.to_pylist(),
+            decisions.mark_system.slice(start, rows).to_pylist(),
+            decisions.mark_document.slice(start, rows).to_pylist(),
+            decisions.system_key.slice(start, rows).to_pylist(),
+            decisions.document_key.slice(start, rows).to_pylist(),
+            strict=True,
+        )
+    ):
+        if not (system or document) and target == requested:
+            continue
+        params = orjson.loads(requests[i])
+        params["model"] = target
+        if system or document:
+            caching.mark(params, system=system, document=document, ttl=decisions.ttl[path])
+            prefixes[i] = caching.prefix_key_text(
+                system_key if system else None, document_key if document else None
+            )
+        requests[i] = canonical_json(params).decode()
+    return pa.array(requests, pa.string()), pa.array(prefixes, pa.string())
+
+
+def _stats(partition: str, decisions: _Decisions) -> RoutingStats:
+    stats = RoutingStats(tasks=len(decisions.route))
+    counts = pc.value_counts(decisions.route)
+    by_route = dict(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    )
+    stats.batch = by_route.get(BATCH, 0)
+    stats.realtime = by_route.get(REALTIME, 0)
+    stats.reused = by_route.get(REUSE, 0)
+    stats.reused_from_earlier = int(
+        pc.sum(pc.not_equal(decisions.reuse_partition, partition)).as_py() or 0
+    )
+    rules = pc.value_counts(decisions.rule)
+    stats.by_rule.update(
+        dict(zip(rules.field("values").to_pylist(), rules.field("counts").to_pylist(), strict=True))
+    )
+    marked = pc.or_(decisions.mark_system, decisions.mark_document)
+    stats.cache_marked = int(pc.sum(marked).as_py() or 0)
+    stats.prefix_groups = len(pc.unique(decisions.system_key.filter(decisions.mark_system))) + len(
+        pc.unique(decisions.document_key.filter(decisions.mark_document))
+    )
+    return stats
+
+
+def estimated_cost(
+    models: pa.Array,
+    prompt_chars: pa.Array,
+    max_tokens: pa.Array,
+    route: pa.Array,
+    prices: PriceTable,
+) -> pa.Array:
+    """Expected cost before sending: prompt chars / 4 in, half of ``max_tokens`` out.
+
+    An upper estimate: it leaves out cache savings; a reused task is estimated at 0.
+    """
+    rows = len(models)
+    table = pa.table(
+        {
+            "model": models,
+            "requested_model": models,
+            "route": route,
+            "input_tokens": pc.divide(pc.cast(prompt_chars, pa.float64()), caching.CHARS_PER_TOKEN),
+            "output_tokens": pc.multiply(pc.cast(max_tokens, pa.float64()), EXPECTED_OUTPUT_SHARE),
+            "cache_write_5m_tokens": pa.nulls(rows, pa.int64()),
+            "cache_write_1h_tokens": pa.nulls(rows, pa.int64()),
+            "cache_read_tokens": pa.nulls(rows, pa.int64()),
+        }
+    )
+    return prices.with_cost_columns(table).column("cost_usd").combine_chunks()

@@ -20,6 +20,9 @@ TASKS = "tasks"
 BATCHES = "batches"
 RESULTS = "results"
 
+TASKS_FILE = "tasks.parquet"
+"""The one file of a ``tasks/`` partition, in dispatch order."""
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 EVENTS_SCHEMA = pa.schema(
@@ -46,6 +49,9 @@ TASKS_SCHEMA = pa.schema(
         pa.field("requested_model", pa.string(), nullable=False),  # before right-sizing
         pa.field("prefix_key", pa.string()),  # shared cached prefix, groups requests
         pa.field("est_cost_usd", pa.float64(), nullable=False),
+        pa.field("request_key", pa.binary(16), nullable=False),  # identity of the request sent
+        pa.field("reuse_of", pa.string()),  # route "reuse": the task whose answer is reused
+        pa.field("reuse_partition", pa.string()),  # ... and the partition it is in
     ]
 )
 
@@ -74,7 +80,7 @@ RESULTS_SCHEMA = pa.schema(
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         pa.field("task_id", pa.string()),
-        pa.field("stage", pa.string(), nullable=False),  # intake | submit | collect | realtime
+        pa.field("stage", pa.string(), nullable=False),  # intake|submit|collect|realtime|reuse
         pa.field("reason", pa.string(), nullable=False),
         pa.field("attempt", pa.int16(), nullable=False),
         pa.field("payload", pa.string()),  # the original input, so it can be replayed
@@ -83,7 +89,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 
-Stage = Literal["intake", "submit", "collect", "realtime"]
+Stage = Literal["intake", "submit", "collect", "realtime", "reuse"]
 
 
 def utcnow() -> datetime:

@@ -48,7 +48,7 @@ def test_demo_json_summary_accounts_for_every_event(
     assert summary["events"] == 300
     assert summary["lost"] == 0
     assert summary["duplicated"] == 0
-    assert summary["batched"] + summary["realtime"] == summary["valid"]
+    assert summary["batched"] + summary["realtime"] + summary["reused"] == summary["valid"]
     assert summary["succeeded"] + summary["dead_lettered"] >= summary["valid"]
     assert summary["batched"] > summary["realtime"] > 0
     assert 0 < summary["cost_usd"] < summary["all_sync_cost_usd"]
