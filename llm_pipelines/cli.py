@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+import warnings
 from pathlib import Path
 
-from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+
+def _quiet_dagster_warnings() -> None:
+    # Preview/beta notices about Dagster APIs are for developers, not for someone running a demo.
+    import dagster as dg
+
+    for category in (dg.PreviewWarning, dg.BetaWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _quiet_dagster_warnings()
+    from llm_pipelines.demo.progress import Reporter
+    from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+
     lake = args.lake or tempfile.mkdtemp(prefix="llm-pipelines-demo-")
     emulator_dir = args.emulator_dir or str(Path(lake) / "_emulator")
     options = DemoOptions(
@@ -21,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
         events=args.events,
         seed=args.seed,
         batch_latency_s=args.batch_latency,
-        progress=(lambda message: print(f"· {message}", file=sys.stderr)),
+        reporter=Reporter(),
     )
     summary = run_demo(options)
     report = summary.pop("report_markdown")

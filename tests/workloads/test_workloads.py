@@ -125,7 +125,7 @@ def test_failed_and_missing_answers_are_reported_with_their_reason(
         daemon.run("daily_batch_cycle", day)
 
         # Batches still running: the sensor waits rather than building a half-empty table...
-        assert daemon.tick() == 0
+        assert daemon.tick() == []
         assert "catalog_sensor" not in {k for k, v in daemon.launched.items() if v}
         # ...and a consumer run by hand reports every row as missing, saying where it is.
         daemon.run("catalog_consume", day)
