@@ -36,6 +36,34 @@ class InProcessDaemon:
     launched: dict[str, list[str]] = field(default_factory=dict)
     """Run keys launched so far, by sensor name."""
 
+    @classmethod
+    def on_emulator(
+        cls,
+        *,
+        lake_url: str,
+        emulator_dir: str,
+        batch_latency_s: float,
+        instance: dg.DagsterInstance,
+        log_level: str | None = QUIET_LOGS,
+    ) -> InProcessDaemon:
+        """The project's Definitions on a lake and the in-process emulator (no key used)."""
+        from llm_pipelines.definitions import build_definitions
+        from llm_pipelines.resources import AnthropicResource, LakeResource
+
+        resources = {
+            "lake": LakeResource(url=lake_url),
+            "anthropic": AnthropicResource(
+                emulator_dir=emulator_dir, emulator_batch_latency_s=batch_latency_s
+            ),
+        }
+        return cls(build_definitions(resources), instance, resources, log_level)
+
+    def describe(self) -> str:
+        """Where the data goes and which LLM backend answers, for a CLI's first line."""
+        return (
+            f"lake: {self.resources['lake'].url}; LLM backend: {self.resources['anthropic'].mode}"
+        )
+
     def run(
         self,
         job: str,

@@ -11,27 +11,23 @@ import dagster as dg
 
 from llm_pipelines.assets.partitions import DAILY
 from llm_pipelines.costs.report import build_report
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.daemon import QUIET_LOGS, InProcessDaemon
 from llm_pipelines.demo.progress import QuietReporter, Reporter
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
-from llm_pipelines.resources import AnthropicResource, LakeResource
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, TASKS
 from llm_pipelines.storage.landing import LandingZone
 
 
 @dataclass
-class DemoOptions:
-    """What the demo runs on."""
+class DayOnEmulator:
+    """Where a command runs one day: the lake, the emulator, how it waits and reports."""
 
     lake_url: str
     emulator_dir: str
     day: str
-    events: int = 2_000
-    seed: int = 7
     batch_latency_s: float = 2.0
     poll_interval_s: float = 0.5
     timeout_s: float = 300.0
@@ -39,6 +35,14 @@ class DemoOptions:
     """Messages and progress bars (stderr); quiet unless the CLI passes its own."""
     log_level: str | None = QUIET_LOGS
     """Dagster's console log level for the runs: warnings and errors, not the DEBUG stream."""
+
+
+@dataclass
+class DemoOptions(DayOnEmulator):
+    """What the demo runs on: a mixed day of ``events`` tasks."""
+
+    events: int = 2_000
+    seed: int = 7
 
 
 def default_day() -> str:
@@ -50,18 +54,15 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Land a day of tasks, run the daily cycle, let the sensor collect, and summarise."""
     started = time.monotonic()
     reporter = options.reporter
-    resources = {
-        "lake": LakeResource(url=options.lake_url),
-        "anthropic": AnthropicResource(
-            emulator_dir=options.emulator_dir, emulator_batch_latency_s=options.batch_latency_s
-        ),
-    }
-    lake = resources["lake"].lake()
-    daemon = InProcessDaemon(
-        build_definitions(resources), dg.DagsterInstance.ephemeral(), resources, options.log_level
+    daemon = InProcessDaemon.on_emulator(
+        lake_url=options.lake_url,
+        emulator_dir=options.emulator_dir,
+        batch_latency_s=options.batch_latency_s,
+        instance=dg.DagsterInstance.ephemeral(),
+        log_level=options.log_level,
     )
-
-    reporter.say(f"lake: {lake.url}; LLM backend: {resources['anthropic'].mode}")
+    lake = daemon.resources["lake"].lake()
+    reporter.say(daemon.describe())
     LandingZone(lake).append(
         reporter.track(
             generate_tasks(options.day, options.events, seed=options.seed),
