@@ -34,6 +34,7 @@ from llm_pipelines.storage.datasets import (
     RESULTS_SCHEMA,
     TASKS,
     TASKS_SCHEMA,
+    dead_letter_path,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
@@ -96,12 +97,17 @@ def table_path(lake: Lake, area: str, name: str, partition: str) -> str:
     return lake.path(f"{area}/{name}", partition, file)
 
 
-def read_table(lake: Lake, area: str, name: str, partition: str) -> pa.Table:
-    """One workload table of a partition; a clear error if its asset has not run."""
+def existing_table_path(lake: Lake, area: str, name: str, partition: str) -> str:
+    """:func:`table_path`, with a clear error if the asset that writes it has not run."""
     path = table_path(lake, area, name, partition)
     if not lake.exists(path):
         raise FileNotFoundError(f"{path} does not exist: materialize {name} for {partition} first")
-    return lake.read_table([path])
+    return path
+
+
+def read_table(lake: Lake, area: str, name: str, partition: str) -> pa.Table:
+    """One (day-sized) workload table of a partition."""
+    return lake.read_table([existing_table_path(lake, area, name, partition)])
 
 
 def write_table(lake: Lake, area: str, name: str, partition: str, table: pa.Table) -> str:
@@ -189,9 +195,7 @@ def land_source_rows(
 ) -> Landed:
     """Land one task per row of a source table (``make_task(row)``, keyed by ``row[key]``),
     reading the table in bounded record batches."""
-    path = table_path(lake, SOURCES, source, partition)
-    if not lake.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: materialize {source} for {partition}")
+    path = existing_table_path(lake, SOURCES, source, partition)
 
     def pairs() -> Iterator[tuple[str, LLMTask]]:
         for batch in lake.iter_batches([path]):
@@ -233,6 +237,29 @@ def _filtered(
     return pa.Table.from_batches(chunks).combine_chunks()
 
 
+def _rejected_at_intake(lake: Lake, partition: str, ids: pa.Array) -> pa.Table:
+    """Intake dead letters of these tasks. Intake rejects a line before it has a task id, so
+    the id is read back from the payload (a workload task always carries its own)."""
+    found: dict[str, list[str]] = {"task_id": [], "stage": [], "reason": []}
+    wanted = set(ids.to_pylist())
+    path = dead_letter_path(lake, partition, "intake", "partition")
+    batches = lake.iter_batches([path], ["payload", "reason"]) if lake.exists(path) else ()
+    for batch in batches:
+        for payload, reason in zip(
+            batch["payload"].to_pylist(), batch["reason"].to_pylist(), strict=True
+        ):
+            try:
+                task_id = orjson.loads(payload or "").get("task_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue  # not JSON, or not an object: not one of ours
+            if task_id in wanted:
+                found["task_id"].append(task_id)
+                found["stage"].append("intake")
+                found["reason"].append(reason)
+    fields = [DEAD_LETTER_SCHEMA.field(name) for name in found]
+    return pa.table(found, schema=pa.schema(fields))
+
+
 def _first_per_id(table: pa.Table) -> pa.Table:
     """One row per task id (the first), should a task ever have two."""
     if table.num_rows == 0:
@@ -263,7 +290,8 @@ def task_outcomes(
         ids,
         DEAD_LETTER_SCHEMA,
     )
-    dead = _first_per_id(dead.filter(pc.not_equal(dead["stage"], "intake")))
+    rejected = _rejected_at_intake(lake, partition, ids)
+    dead = _first_per_id(pa.concat_tables([dead, rejected], promote_options="default"))
     flying_ids: list[str] = []
     flying_batches: list[str] = []
     for manifest in in_flight(lake, partition):

@@ -3,6 +3,7 @@ driven by the jobs, the sensors and the emulator through the real SDK."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,25 @@ def test_answers_that_are_not_valid_json_are_kept_as_unparsed(daemon, lake: Lake
     ]
 
 
+def test_tasks_rejected_at_intake_are_reported_with_the_reason(
+    daemon, lake: Lake, day: str
+) -> None:
+    # A typo in the producer's model: intake rejects every task before it has an id.
+    config = {"ops": {**products(5)["ops"], "catalog_description_tasks": {"config": {}}}}
+    config["ops"]["catalog_description_tasks"]["config"]["model"] = "claude-haiku-9"
+    daemon.run("catalog_produce", day, run_config=config)
+    daemon.run("daily_batch_cycle", day)
+    daemon.settle()
+    assert daemon.launched["catalog_sensor"], "all tasks settled (as failures): consumer ran"
+    catalog = output(lake, "catalog_descriptions", day)
+    assert catalog.num_rows == 5
+    assert set(catalog["status"].to_pylist()) == {"failed"}
+    assert all(
+        d.startswith("intake: model: 'claude-haiku-9' is not in the price table")
+        for d in catalog["detail"].to_pylist()
+    )
+
+
 def test_rerunning_a_producer_replaces_its_landing_files(daemon, lake: Lake, day: str) -> None:
     daemon.run("catalog_produce", day, run_config=products(10))
     first = lake.files(LANDING, day, ".jsonl")
@@ -220,6 +240,23 @@ def test_every_workload_has_its_group_schedule_sensor_and_lineage() -> None:
         } <= upstream, name
     for spec in defs.resolve_all_asset_specs():
         assert spec.owners, spec.key
+
+
+@pytest.mark.parametrize("workload", [m.WORKLOAD for m in workloads.MODULES])
+def test_nightly_schedule_lands_the_day_that_just_ended_before_the_batch_cycle(
+    workload: str,
+) -> None:
+    from llm_pipelines.definitions import defs
+
+    schedule = defs.resolve_schedule_def(f"{workload}_nightly")
+    assert schedule.job_name == f"{workload}_produce"
+    hour, minute = (int(x) for x in schedule.cron_schedule.split()[1::-1])
+    assert (hour, minute) < (2, 0), "lands before nightly_batch_cycle sends at 02:00"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 24, hour, minute, tzinfo=UTC)
+    )
+    [request] = list(schedule.evaluate_tick(context).run_requests or [])
+    assert request.partition_key == "2026-11-23"
 
 
 def test_intake_waits_for_every_first_round_producer() -> None:
