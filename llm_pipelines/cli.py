@@ -1,17 +1,27 @@
-"""``llm-pipelines``: the demo and the emulator server."""
+"""``llm-pipelines``: the demo, the three workloads, and the emulator server."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+import warnings
 from pathlib import Path
 
-from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+
+def _quiet_dagster_warnings() -> None:
+    # Preview/beta notices about Dagster APIs are for developers, not for someone running a demo.
+    import dagster as dg
+
+    for category in (dg.PreviewWarning, dg.BetaWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _quiet_dagster_warnings()
+    from llm_pipelines.demo.progress import Reporter
+    from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+
     lake = args.lake or tempfile.mkdtemp(prefix="llm-pipelines-demo-")
     emulator_dir = args.emulator_dir or str(Path(lake) / "_emulator")
     options = DemoOptions(
@@ -22,7 +32,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_latency_s=args.batch_latency,
         policy_path=args.policy,
-        progress=(lambda message: print(f"· {message}", file=sys.stderr)),
+        reporter=Reporter(),
     )
     summary = run_demo(options)
     report = summary.pop("report_markdown")
@@ -59,6 +69,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
 
 
+def _workloads(args: argparse.Namespace) -> int:
+    _quiet_dagster_warnings()
+    from llm_pipelines.demo.progress import Reporter
+    from llm_pipelines.demo.runner import default_day
+    from llm_pipelines.demo.workloads_run import WorkloadsOptions, run_workloads
+
+    lake = args.lake or tempfile.mkdtemp(prefix="llm-pipelines-workloads-")
+    summary = run_workloads(
+        WorkloadsOptions(
+            lake_url=lake,
+            emulator_dir=args.emulator_dir or str(Path(lake) / "_emulator"),
+            day=args.date or default_day(),
+            products=args.products,
+            tickets=args.tickets,
+            batch_latency_s=args.batch_latency,
+            reporter=Reporter(),
+        )
+    )
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print()
+        print(f"llm_pipelines workloads — {summary['date']} — lake: {summary['lake']}")
+        for workload in ("catalog", "support_analytics"):
+            counts = ", ".join(f"{k} {v}" for k, v in summary[workload].items())
+            print(f"  {workload}: {counts}")
+        for model, score in summary["offline_eval"].items():
+            print(
+                f"  offline_eval {model}: mean score {score['mean_score']}, pass rate "
+                f"{score['pass_rate_pct']}% ({score['scored']}/{score['questions']} scored)"
+            )
+        print(
+            f"  {summary['batches']} batches, lost {summary['lost']}; cost "
+            f"${summary['cost_usd']:.4f} vs ${summary['all_sync_cost_usd']:.4f} all-sync: "
+            f"saved {summary['savings_pct']:.1f}%  ({summary['elapsed_s']}s)"
+        )
+    return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
+
+
 def _serve(args: argparse.Namespace) -> int:
     from llm_pipelines.emulator import EmulatorConfig, serve
 
@@ -71,23 +120,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day_on_emulator_options(command: argparse.ArgumentParser) -> None:
+    """The options of every command that runs one day on the emulator."""
+    command.add_argument(
+        "--lake", help="lake root (folder or s3://...); default: a new temp folder"
+    )
+    command.add_argument("--date", help="partition day YYYY-MM-DD; default: yesterday (UTC)")
+    command.add_argument("--batch-latency", type=float, default=2.0, help="emulated batch seconds")
+    command.add_argument("--emulator-dir", help="emulator state folder; default: <lake>/_emulator")
+    command.add_argument("--json", action="store_true", help="print one JSON summary line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="llm-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run one realistic day end to end on the emulator")
-    demo.add_argument("--lake", help="lake root (folder or s3://...); default: a new temp folder")
-    demo.add_argument("--date", help="partition day YYYY-MM-DD; default: yesterday (UTC)")
+    _day_on_emulator_options(demo)
     demo.add_argument("--events", type=int, default=2_000, help="events to land (default 2000)")
     demo.add_argument("--seed", type=int, default=7, help="workload seed")
-    demo.add_argument("--batch-latency", type=float, default=2.0, help="emulated batch seconds")
-    demo.add_argument("--emulator-dir", help="emulator state folder; default: <lake>/_emulator")
     demo.add_argument(
         "--policy", help="routing policy YAML; default: $LLM_PIPELINES_ROUTING_POLICY or shipped"
     )
-    demo.add_argument("--json", action="store_true", help="print one JSON summary line")
     demo.set_defaults(handler=_demo)
+
+    runs = commands.add_parser(
+        "workloads",
+        help="run today's batch cycle for catalog, support analytics and offline eval",
+    )
+    _day_on_emulator_options(runs)
+    runs.add_argument("--products", type=int, default=40, help="catalog products (default 40)")
+    runs.add_argument("--tickets", type=int, default=60, help="support tickets (default 60)")
+    runs.set_defaults(handler=_workloads)
 
     emulator = commands.add_parser("emulator", help="the Anthropic-compatible emulator")
     emulator_commands = emulator.add_subparsers(dest="emulator_command", required=True)

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from llm_pipelines import workloads
 from llm_pipelines.assets import dispatch, intake, report
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import (
@@ -34,11 +35,11 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     """The project's Definitions, with ``resources`` (any key not given: from the environment)."""
     modules = [intake, dispatch, report]
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(modules),
+        assets=[*dg.load_assets_from_modules(modules), *workloads.ASSETS],
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[daily_batch_cycle, collect_batch_results],
-        sensors=[batch_completion_sensor],
-        schedules=[nightly_batch_cycle],
+        jobs=[daily_batch_cycle, collect_batch_results, *workloads.JOBS],
+        sensors=[batch_completion_sensor, *workloads.SENSORS],
+        schedules=[nightly_batch_cycle, *workloads.SCHEDULES],
         resources={**default_resources(), **(resources or {})},
     )
 

@@ -22,9 +22,10 @@ ASSETS = {
 def test_definitions_load_everything() -> None:
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == ASSETS
-    assert {s.name for s in repo.sensor_defs} == {"batch_completion_sensor"}
-    assert {s.name for s in repo.schedule_defs} == {"nightly_batch_cycle"}
+    # The pipeline's own; workloads (tests/workloads) add theirs beside them.
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= ASSETS
+    assert "batch_completion_sensor" in {s.name for s in repo.sensor_defs}
+    assert "nightly_batch_cycle" in {s.name for s in repo.schedule_defs}
     assert {"daily_batch_cycle", "collect_batch_results"} <= {j.name for j in repo.get_all_jobs()}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"conservation", "daily_budget"} <= checks

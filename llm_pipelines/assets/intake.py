@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from llm_pipelines.assets.landing import LANDING_PRODUCERS
 from llm_pipelines.assets.partitions import DAILY, OWNERS
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.intake import ingest_partition
@@ -25,6 +26,7 @@ class RoutingConfig(dg.Config):
     group_name="llm_intake",
     kinds={"python", "parquet"},
     owners=OWNERS,
+    deps=LANDING_PRODUCERS,
     description=(
         "A day's landing zone validated against the task schema and deduplicated by task_id. "
         "Invalid lines go to dead_letter/ with the reason; none are dropped silently."
