@@ -8,10 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
-
 
 def _demo(args: argparse.Namespace) -> int:
+    # Imported here: Dagster is slow to import, and `emulator serve` does not need it.
+    from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+
     lake = args.lake or tempfile.mkdtemp(prefix="llm-pipelines-demo-")
     emulator_dir = args.emulator_dir or str(Path(lake) / "_emulator")
     options = DemoOptions(
@@ -21,6 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
         events=args.events,
         seed=args.seed,
         batch_latency_s=args.batch_latency,
+        faults=args.faults or "",
         progress=(lambda message: print(f"· {message}", file=sys.stderr)),
     )
     summary = run_demo(options)
@@ -40,6 +42,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"  succeeded {summary['succeeded']:,}, lost {summary['lost']}, "
             f"duplicated {summary['duplicated']}"
         )
+        if args.faults:
+            print(
+                f"  faults injected ({args.faults}): {summary['faults_injected']:,}; "
+                f"retried requests still waiting: {summary['retrying']}"
+            )
         print(
             f"  cost ${summary['cost_usd']:.4f} vs ${summary['all_sync_cost_usd']:.4f} all-sync: "
             f"saved {summary['savings_pct']:.1f}%  ({summary['elapsed_s']}s)"
@@ -52,15 +59,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from llm_pipelines.emulator import EmulatorConfig, serve
+    from llm_pipelines.emulator import EmulatorConfig, FaultPlan, serve
 
-    config = EmulatorConfig(state_dir=args.state_dir, batch_latency_s=args.batch_latency)
+    config = EmulatorConfig(
+        state_dir=args.state_dir,
+        batch_latency_s=args.batch_latency,
+        faults=FaultPlan.resolve(args.faults),
+    )
     print(f"Anthropic emulator on http://{args.host}:{args.port} (state in {args.state_dir})")
+    if config.faults.active:
+        print(f"  injecting faults: {config.faults.model_dump_json(exclude_defaults=True)}")
     print(
         f"  point the SDK or the pipeline at it: ANTHROPIC_BASE_URL=http://{args.host}:{args.port}"
     )
     serve(config, host=args.host, port=args.port)
     return 0
+
+
+FAULTS_HELP = (
+    "inject API faults: a preset (none, flaky, chaos) or a YAML fault plan "
+    "(fields of llm_pipelines.emulator.FaultPlan)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-latency", type=float, default=2.0, help="emulated batch seconds")
     demo.add_argument("--emulator-dir", help="emulator state folder; default: <lake>/_emulator")
     demo.add_argument("--json", action="store_true", help="print one JSON summary line")
+    demo.add_argument("--faults", help=FAULTS_HELP)
     demo.set_defaults(handler=_demo)
 
     emulator = commands.add_parser("emulator", help="the Anthropic-compatible emulator")
@@ -85,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--state-dir", default=".llm_pipelines/emulator")
     serve.add_argument("--batch-latency", type=float, default=5.0)
+    serve.add_argument("--faults", help=FAULTS_HELP)
     serve.set_defaults(handler=_serve)
     return parser
 

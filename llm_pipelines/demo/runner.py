@@ -16,10 +16,11 @@ from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
+from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.resources import AnthropicResource, LakeResource
 from llm_pipelines.routing.route import TASKS_FILE
-from llm_pipelines.sensors import batch_completion_sensor
-from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, TASKS
+from llm_pipelines.sensors import daemon
+from llm_pipelines.storage.datasets import TASKS
 from llm_pipelines.storage.landing import LandingZone
 
 
@@ -33,6 +34,7 @@ class DemoOptions:
     events: int = 2_000
     seed: int = 7
     batch_latency_s: float = 2.0
+    faults: str = ""
     poll_interval_s: float = 0.5
     timeout_s: float = 300.0
     progress: Callable[[str], None] = field(default=lambda _message: None)
@@ -50,7 +52,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     resources = {
         "lake": LakeResource(url=options.lake_url),
         "anthropic": AnthropicResource(
-            emulator_dir=options.emulator_dir, emulator_batch_latency_s=options.batch_latency_s
+            emulator_dir=options.emulator_dir,
+            emulator_batch_latency_s=options.batch_latency_s,
+            emulator_faults=options.faults,
         ),
     }
     defs = build_definitions(resources)
@@ -72,35 +76,31 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         raise RuntimeError("daily_batch_cycle failed; see the log above")
 
     collect = defs.resolve_job_def("collect_batch_results")
+    collected = 0
     cursor: str | None = None
-    used_run_keys: set[str] = set()
     deadline = time.monotonic() + options.timeout_s
     while True:
-        # The sensor decides what to collect; the demo plays the daemon that launches runs.
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-        tick = batch_completion_sensor(context)
-        cursor = tick.cursor
-        for request in tick.run_requests or []:
-            if request.run_key in used_run_keys:
-                continue
-            used_run_keys.add(request.run_key)
-            say(f"collecting {request.tags['llm_pipelines/batch_id']}")
-            run = collect.execute_in_process(
-                partition_key=request.partition_key,
-                run_config=request.run_config,
-                instance=instance,
-                tags={**request.tags, "dagster/run_key": request.run_key},
-            )
-            if not run.success:
-                raise RuntimeError(f"collection run {request.run_key} failed")
+        # The sensor decides what to collect or resubmit; the demo plays the daemon.
+        result = daemon.tick(instance, resources, cursor)
+        cursor = result.cursor
+        for request in daemon.new_run_requests(instance, result):
+            if request.job_name == collect.name:
+                collected += 1
+                say(f"collecting {request.tags['llm_pipelines/batch_id']}")
+            else:
+                say(f"resubmitting retries of {request.partition_key}")
+            if not daemon.launch(defs, instance, request).success:
+                # Like the daemon: the sensor asks again under a fresh run key.
+                say(f"run {request.run_key} failed; the sensor will ask again")
         flying = len(in_flight(lake, options.day))
-        if not flying:
+        waiting = partition_ledger(lake, options.day).open
+        if not waiting:
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{flying} batches still in flight after {options.timeout_s}s")
-        say(f"waiting for {flying} batch(es) to end")
+            raise TimeoutError(f"{waiting} tasks still open after {options.timeout_s}s")
+        say(f"waiting for {flying} batch(es) to end and {waiting} task(s) to settle")
         time.sleep(options.poll_interval_s)
-    if not used_run_keys:
+    if not collected:
         # Every task went real-time: the report still needs one refresh.
         collect.execute_in_process(partition_key=options.day, instance=instance)
 
@@ -108,22 +108,23 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     routed = lake.read_table([tasks_path], ["task_id", "route"])
     ledger = partition_ledger(lake, options.day, routed["task_id"].combine_chunks())
     report = build_report(lake, options.day)
-    dead_rows = lake.read_table(
-        lake.files(DEAD_LETTER, options.day, ".parquet"), ["stage"], schema=DEAD_LETTER_SCHEMA
-    ).num_rows
     batched = sum(1 for r in routed["route"].to_pylist() if r == "batch")
     return {
         "date": options.day,
         "lake": lake.url,
         "events": options.events,
         "valid": ledger.valid,
-        "dead_lettered": dead_rows,
+        "dead_lettered": ledger.dead_lettered + ledger.intake_rejected,
         "batched": batched,
         "realtime": routed.num_rows - batched,
-        "batches": len(used_run_keys),
+        "batches": collected,
+        "retrying": ledger.retrying,
+        "faults_injected": sum(
+            EmulatorStore(EmulatorConfig(state_dir=options.emulator_dir)).fault_totals().values()
+        ),
         "succeeded": ledger.succeeded,
         "lost": ledger.lost + ledger.pending,
-        "duplicated": ledger.duplicated,
+        "duplicated": ledger.duplicated + ledger.conflicted,
         "cost_usd": round(report.total.cost_usd, 6),
         "all_sync_cost_usd": round(report.total.sync_cost_usd, 6),
         "savings_pct": round(report.total.savings_pct, 2),

@@ -78,8 +78,8 @@ def test_conservation_check_passes_in_dagster(lake: Lake, day, materialize_asset
     materialize_assets(["raw_llm_events", "routed_tasks", "realtime_results", "batch_submissions"])
     _collect_all(tick_sensor, materialize_assets)
     result = materialize_assets(["llm_cost_report"])
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "conservation"
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    check = checks["conservation"]
     assert check.passed, check.metadata
     assert check.metadata["lost"].value == 0
     report = result.asset_materializations_for_node("llm_cost_report")[0].metadata
