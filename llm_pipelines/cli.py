@@ -7,6 +7,10 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_pipelines.emulator import EmulatorConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -58,14 +62,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from llm_pipelines.emulator import EmulatorConfig, FaultPlan, serve
+def emulator_config(args: argparse.Namespace) -> EmulatorConfig:
+    """The emulator ``emulator serve`` runs, from its command-line options."""
+    from llm_pipelines.emulator import EmulatorConfig, FaultPlan
 
-    config = EmulatorConfig(
+    return EmulatorConfig(
         state_dir=args.state_dir,
         batch_latency_s=args.batch_latency,
         faults=FaultPlan.resolve(args.faults),
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llm_pipelines.emulator import serve
+
+    config = emulator_config(args)
     print(f"Anthropic emulator on http://{args.host}:{args.port} (state in {args.state_dir})")
     if config.faults.active:
         print(f"  injecting faults: {config.faults.model_dump_json(exclude_defaults=True)}")

@@ -92,6 +92,41 @@ class ChildOutcome:
         return self.exitcode == CRASH_EXIT_CODE
 
 
+class Child:
+    """A forked child process running one function, armed with a crash or hold point."""
+
+    def __init__(
+        self, fn: Callable[[], Any], *, crash_at: str | None = None, hold_at: str | None = None
+    ) -> None:
+        for spec in (crash_at, hold_at):
+            if spec is not None:
+                _check(spec.partition(":")[0])
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+
+        def child() -> None:
+            reset()
+            os.environ.pop(CRASH_ENV, None)
+            os.environ.pop(HOLD_ENV, None)
+            if crash_at is not None:
+                os.environ[CRASH_ENV] = crash_at
+            if hold_at is not None:
+                os.environ[HOLD_ENV] = hold_at
+            send.send(fn())
+
+        self._process = context.Process(target=child, daemon=False)
+        self._process.start()
+        send.close()
+
+    def wait(self) -> ChildOutcome:
+        """Wait for the child to end; what it returned, if it got that far."""
+        value = None
+        with contextlib.suppress(EOFError):  # EOF: it died (or failed) before answering
+            value = self._receive.recv()
+        self._process.join()
+        return ChildOutcome(int(self._process.exitcode or 0), value)
+
+
 def run_in_child(fn: Callable[[], Any], *, crash_at: str | None = None) -> ChildOutcome:
     """Run ``fn`` in a forked child process, armed to die at ``crash_at``; wait for it.
 
@@ -99,22 +134,4 @@ def run_in_child(fn: Callable[[], Any], *, crash_at: str | None = None) -> Child
     Dagster instance storage), so a crash leaves exactly what a killed run would leave.
     Forking keeps the already-imported modules: far faster than a fresh interpreter.
     """
-    if crash_at is not None:
-        _check(crash_at.partition(":")[0])
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-
-    def child() -> None:
-        reset()
-        if crash_at is not None:
-            os.environ[CRASH_ENV] = crash_at
-        send.send(fn())
-
-    process = context.Process(target=child, daemon=False)
-    process.start()
-    send.close()
-    value = None
-    with contextlib.suppress(EOFError):  # EOF: it died (or failed) before answering
-        value = receive.recv()
-    process.join()
-    return ChildOutcome(int(process.exitcode or 0), value)
+    return Child(fn, crash_at=crash_at).wait()

@@ -14,9 +14,11 @@ from llm_pipelines.storage.datasets import (
     DEAD_LETTER,
     DEAD_LETTER_SCHEMA,
     EVENTS,
+    EVENTS_SCHEMA,
     RESULTS,
     RESULTS_SCHEMA,
     TASKS,
+    TASKS_SCHEMA,
 )
 from llm_pipelines.storage.lake import Lake
 
@@ -77,14 +79,14 @@ def partition_ledger(lake: Lake, partition: str, routed: pa.Array | None = None)
     """Account for every valid task of a partition (``routed``: the tasks file's ids)."""
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     valid = (
-        lake.read_table([events_path], ["task_id"])["task_id"].combine_chunks()
+        _column(lake, [events_path], "task_id", EVENTS_SCHEMA)
         if lake.exists(events_path)
         else EMPTY_IDS
     )
     if routed is None:
         tasks_path = lake.path(TASKS, partition, TASKS_FILE)
         routed = (
-            lake.read_table([tasks_path], ["task_id"])["task_id"].combine_chunks()
+            _column(lake, [tasks_path], "task_id", TASKS_SCHEMA)
             if lake.exists(tasks_path)
             else EMPTY_IDS
         )

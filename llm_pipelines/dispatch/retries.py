@@ -111,7 +111,9 @@ def choose_dead_letters(
         keep = pc.and_(keep, pc.is_in(dead["task_id"], value_set=pa.array(task_ids, pa.string())))
     chosen = dead.filter(keep)
     # A task stands dead-lettered once; keep its latest row if the lake holds more.
-    return chosen.group_by("task_id").aggregate([("attempt", "max"), ("reason", "last")])
+    return chosen.group_by("task_id", use_threads=False).aggregate(
+        [("attempt", "max"), ("reason", "last")]
+    )
 
 
 def replay_dead_letters(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,7 @@ from llm_pipelines.storage.datasets import (
     BatchManifest,
     dead_letter_path,
     dead_letter_row,
+    read_manifests,
     utcnow,
     write_manifest,
     write_rows,
@@ -46,8 +47,10 @@ SIDECAR_SCHEMA = pa.schema(
         pa.field("requested_model", pa.string(), nullable=False),
     ]
 )
-CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(seconds=60)
 """How far the provider's clock may be behind ours when matching a batch to an intent."""
+NEIGHBOUR_DAYS = 2
+"""Batches named by manifests this many partitions either side are never taken for orphans."""
 CREATE_WINDOW = timedelta(hours=1)
 """A batch created for an intent exists within this long of it (one call, SDK retries included)."""
 
@@ -93,8 +96,9 @@ def _match_orphans(
 
     The provider does not say which custom_ids a running batch holds, so a batch matches by
     its request count and by being created soon after the intent (created after it
-    preferred, then the nearest). A wrong match can only be a batch no manifest of this
-    partition names; cancelling it sends its requests back canceled, to be retried.
+    preferred, then the earliest). A wrong match can only be a batch that no manifest of this
+    partition or its neighbours names; cancelling it sends its unfinished requests back
+    canceled, and its partition retries them: wasteful, never lossy.
     """
     matches = []
     left = list(candidates)
@@ -126,8 +130,7 @@ def reconcile_intents(
     if not state.intents:
         return
     stats.abandoned_intents = len(state.intents)
-    known = {m.provider_batch_id for m in state.submitted}
-    known |= {p.rsplit("/", 1)[1][: -len(".json")] for p in lake.files(ORPHANS, state.partition)}
+    known = _known_batch_ids(lake, state)
     earliest = min(m.intent_at for m in state.intents) - CLOCK_SKEW
     candidates = []
     for status in provider.list_batches():
@@ -159,6 +162,23 @@ def reconcile_intents(
         lake.delete(lake.path(BATCHES, state.partition, intent.manifest_name))
         lake.delete(lake.path(BATCHES, state.partition, intent.tasks_name))
     state.intents = []
+
+
+def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
+    """Provider batches that are certainly not orphans of this partition's intents.
+
+    Those its own manifests name or ``orphans/`` already records, and those named by the
+    partitions a few days either side: batches of neighbouring days are the likeliest to
+    have been created around the same time with the same request count.
+    """
+    known = {m.provider_batch_id for m in state.submitted if m.provider_batch_id}
+    known |= {p.rsplit("/", 1)[1][: -len(".json")] for p in lake.files(ORPHANS, state.partition)}
+    day = date.fromisoformat(state.partition)
+    for offset in range(-NEIGHBOUR_DAYS, NEIGHBOUR_DAYS + 1):
+        if offset:
+            neighbour = str(day + timedelta(days=offset))
+            known |= {m.provider_batch_id for m in read_manifests(lake, neighbour)}
+    return {k for k in known if k}
 
 
 # -- what to submit ----------------------------------------------------------------------------

@@ -117,10 +117,10 @@ FAULT_PRESETS: dict[str, FaultPlan] = {
     "chaos": FaultPlan(
         seed=2,
         http_error_rate=0.2,
-        errored_rate=0.06,
+        errored_rate=0.12,
         non_retryable_error_share=0.25,
-        expired_rate=0.03,
-        canceled_rate=0.03,
+        expired_rate=0.06,
+        canceled_rate=0.06,
         stalled_batch_rate=0.05,
         truncated_results_rate=0.2,
         retry_after_ms=1,

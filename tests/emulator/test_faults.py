@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +10,14 @@ import httpx2
 import orjson
 import pytest
 
-from llm_pipelines.emulator import EmulatorConfig, EmulatorStore, FaultPlan, in_process_client
+from llm_pipelines.cli import build_parser, emulator_config
+from llm_pipelines.emulator import (
+    EmulatorConfig,
+    EmulatorStore,
+    FaultPlan,
+    in_process_client,
+    serving,
+)
 from llm_pipelines.emulator.config import FAULT_PRESETS
 from llm_pipelines.providers import AnthropicProvider
 
@@ -136,44 +139,15 @@ def test_stalled_batch_ends_only_when_canceled_or_expired(tmp_path: Path) -> Non
     assert store.fault_totals()["stalled_batch"] == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_cli_serves_faults_over_http(tmp_path: Path) -> None:
+def test_emulator_serve_injects_its_faults_over_http(tmp_path: Path) -> None:
     plan = tmp_path / "faults.yaml"
     plan.write_text("seed: 3\nendpoint_error_rates: {batches_list: 0.6}\nretry_after_ms: 1\n")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llm_pipelines.cli",
-            "emulator",
-            "serve",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(tmp_path / "served"),
-            "--faults",
-            str(plan),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = build_parser().parse_args(
+        ["emulator", "serve", "--state-dir", str(tmp_path / "served"), "--faults", str(plan)]
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx2.get(url + "/v1/messages/batches/none", timeout=1)
-                break
-            except httpx2.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    config = emulator_config(args)
+    assert config.faults == FaultPlan.resolve(str(plan))
+    with serving(config) as url:  # the server `emulator serve` runs, on a free port
         client = anthropic.Anthropic(api_key="any", base_url=url, max_retries=0)
         assert {429, 500, 529} & set(_pattern(client, 30))
         # Other endpoints are untouched by this plan, and retries see the list through.
@@ -181,6 +155,5 @@ def test_cli_serves_faults_over_http(tmp_path: Path) -> None:
         patient = anthropic.Anthropic(api_key="any", base_url=url, max_retries=15)
         assert set(_pattern(patient, 10)) == {200}
         assert client.messages.batches.retrieve(batch.id).id == batch.id
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    preset = build_parser().parse_args(["emulator", "serve", "--faults", "chaos"])
+    assert emulator_config(preset).faults == FAULT_PRESETS["chaos"]

@@ -9,14 +9,17 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from llm_pipelines.definitions import build_definitions
+from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.resources import AnthropicResource, LakeResource
 from llm_pipelines.sensors import daemon
+from llm_pipelines.storage import LandingZone
 
 
 @pytest.fixture
-def disk_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def disk_instance() -> Iterator[dg.DagsterInstance]:
     """A Dagster instance on disk (SQLite), shared by this process and its forked children."""
-    with daemon.disk_instance(str(tmp_path / "dagster_home")) as instance:
+    with daemon.scratch_dir("dagster-home-") as home, daemon.disk_instance(home) as instance:
         yield instance
 
 
@@ -39,3 +42,23 @@ def fault_resources(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         }
 
     return build
+
+
+@pytest.fixture
+def start_day(day: str) -> Callable[..., dg.Definitions]:
+    """Land ``count`` demo tasks for the test day and run its daily cycle; the Definitions."""
+
+    def start(
+        resources: dict[str, Any], instance: dg.DagsterInstance, count: int, seed: int = 1
+    ) -> dg.Definitions:
+        LandingZone(resources["lake"].lake()).append(
+            generate_tasks(day, count, seed=seed), partition=day
+        )
+        defs = build_definitions(resources)
+        cycle = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
+            partition_key=day, instance=instance
+        )
+        assert cycle.success
+        return defs
+
+    return start

@@ -7,11 +7,10 @@ import collections
 import dagster as dg
 
 from llm_pipelines.definitions import build_definitions
-from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.sensors import daemon
-from llm_pipelines.storage import LandingZone, read_manifests
+from llm_pipelines.storage import read_manifests
 from llm_pipelines.storage.datasets import RESULTS, RESULTS_SCHEMA
 
 EVERY_BATCH_ENDPOINT = """
@@ -25,27 +24,16 @@ endpoint_error_rates:
 """
 
 
-def _start(resources, instance: dg.DagsterInstance, day: str, count: int) -> dg.Definitions:
-    lake = resources["lake"].lake()
-    LandingZone(lake).append(generate_tasks(day, count, seed=8), partition=day)
-    defs = build_definitions(resources)
-    cycle = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
-        partition_key=day, instance=instance
-    )
-    assert cycle.success
-    return defs
-
-
 def _result_counts(lake, day: str) -> collections.Counter[str]:
     results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
     return collections.Counter(results["task_id"].to_pylist())
 
 
 def test_http_faults_on_every_batch_call_are_absorbed_by_sdk_retries(
-    day: str, instance: dg.DagsterInstance, fault_resources
+    day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources(EVERY_BATCH_ENDPOINT, max_retries=12)
-    defs = _start(resources, instance, day, 150)
+    defs = start_day(resources, instance, 150, seed=8)
     ledger = daemon.drive(defs, instance, resources, day)
     assert ledger.holds and ledger.succeeded == ledger.valid
     store = EmulatorStore(EmulatorConfig(state_dir=resources["anthropic"].emulator_dir))
@@ -57,10 +45,10 @@ def test_http_faults_on_every_batch_call_are_absorbed_by_sdk_retries(
 
 
 def test_cut_result_streams_are_read_again_without_doubling_rows(
-    day: str, instance: dg.DagsterInstance, fault_resources
+    day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources("seed: 2\ntruncated_results_rate: 0.4\n", max_batch_requests=20)
-    defs = _start(resources, instance, day, 160)
+    defs = start_day(resources, instance, 160, seed=8)
     result = daemon.tick(instance, resources)
     restarts = 0
     for request in result.run_requests:
@@ -79,11 +67,11 @@ def test_cut_result_streams_are_read_again_without_doubling_rows(
 
 
 def test_a_stream_cut_every_time_publishes_nothing_until_a_later_run(
-    day: str, instance: dg.DagsterInstance, fault_resources
+    day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     always_cut = fault_resources("truncated_results_rate: 1.0\n", max_batch_requests=1000)
     lake = always_cut["lake"].lake()
-    defs = _start(always_cut, instance, day, 60)
+    defs = start_day(always_cut, instance, 60, seed=8)
     [request] = daemon.tick(instance, always_cut).run_requests
     assert not daemon.launch(defs, instance, request).success
     # Nothing half-written is visible: no results, no temporary files, still in flight.

@@ -6,11 +6,9 @@ import dagster as dg
 import orjson
 import pyarrow.compute as pc
 
-from llm_pipelines.definitions import build_definitions
-from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.sensors import daemon
-from llm_pipelines.storage import LandingZone, read_manifests
+from llm_pipelines.storage import read_manifests
 from llm_pipelines.storage.datasets import (
     BATCHES,
     DEAD_LETTER,
@@ -21,15 +19,6 @@ from llm_pipelines.storage.datasets import (
     RETRIES_SCHEMA,
 )
 
-
-def run_cycle(resources, instance: dg.DagsterInstance, day: str) -> dg.ExecuteInProcessResult:
-    return (
-        build_definitions(resources)
-        .resolve_job_def("daily_batch_cycle")
-        .execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
-    )
-
-
 PLAN = """
 seed: 11
 errored_rate: 0.3
@@ -39,21 +28,14 @@ canceled_rate: 0.1
 """
 
 
-def _land(resources, day: str, count: int, seed: int = 3) -> None:
-    lake = resources["lake"].lake()
-    LandingZone(lake).append(generate_tasks(day, count, seed=seed), partition=day)
-
-
 def test_failures_are_retried_in_later_batches_then_dead_lettered(
-    day: str, instance: dg.DagsterInstance, fault_resources
+    day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources(PLAN, max_batch_requests=100)
     lake = resources["lake"].lake()
-    _land(resources, day, 240)
-    assert run_cycle(resources, instance, day).success
+    defs = start_day(resources, instance, 240, seed=3)
 
     # First collection round only: failures wait in retries/, counted, not lost.
-    defs = build_definitions(resources)
     first = daemon.tick(instance, resources)
     assert {r.job_name for r in first.run_requests} == {"collect_batch_results"}
     for request in first.run_requests:
@@ -106,13 +88,11 @@ def test_failures_are_retried_in_later_batches_then_dead_lettered(
 
 
 def test_max_attempts_is_configurable_per_run(
-    day: str, instance: dg.DagsterInstance, fault_resources
+    day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources(PLAN)
     lake = resources["lake"].lake()
-    _land(resources, day, 80, seed=5)
-    assert run_cycle(resources, instance, day).success
-    collect = build_definitions(resources).resolve_job_def("collect_batch_results")
+    collect = start_day(resources, instance, 80, seed=5).resolve_job_def("collect_batch_results")
     run = collect.execute_in_process(
         partition_key=day,
         instance=instance,
