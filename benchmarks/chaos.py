@@ -67,6 +67,7 @@ class Chaos:
     rng: random.Random
     crash_rate: float
     max_ticks: int
+    verbose: bool = False
     crashes: collections.Counter[str] = field(default_factory=collections.Counter)
     runs: collections.Counter[str] = field(default_factory=collections.Counter)
     failed_runs: int = 0
@@ -82,7 +83,7 @@ class Chaos:
         armed = None
         if self.rng.random() < self.crash_rate:
             armed = f"{self.rng.choice(CRASH_POINTS[kind])}:{self.rng.randint(1, 2)}"
-        outcome = run_in_child(fn, crash_at=armed)
+        outcome = run_in_child(fn, crash_at=armed, quiet=not self.verbose)
         if outcome.crashed:
             assert armed is not None
             self.crashes[armed.rsplit(":", 1)[0]] += 1
@@ -190,6 +191,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-ticks", type=int, default=80, help="sensor ticks per day at most")
     parser.add_argument("--workdir", help="where the lake, emulator and instance live")
     parser.add_argument("--start", default="2026-03-01", help="first simulated day")
+    parser.add_argument("--verbose", action="store_true", help="show the runs' Dagster logs")
     return parser.parse_args(argv)
 
 
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rng=random.Random(args.seed),
             crash_rate=args.crash_rate,
             max_ticks=args.max_ticks,
+            verbose=args.verbose,
         )
         for number, day in enumerate(days):
             ledgers[day] = chaos.run_day(day, args.tasks_per_day, args.seed * 1_000 + number)
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "conservation_holds": all(ledger.holds for ledger in ledgers.values()),
         "orphans_found": len(orphan_records),
         "orphans_canceled": sum(r["action"] == "canceled" for r in orphan_records),
+        # Recorded as orphans but named by a manifest, or recorded twice: a false match.
+        "orphans_misattributed": len(orphan_records)
+        - len({r["provider_batch_id"] for r in orphan_records} - named),
         "orphans_missed": len(
             provider_batches - named - {r["provider_batch_id"] for r in orphan_records}
         ),

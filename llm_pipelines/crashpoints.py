@@ -96,7 +96,12 @@ class Child:
     """A forked child process running one function, armed with a crash or hold point."""
 
     def __init__(
-        self, fn: Callable[[], Any], *, crash_at: str | None = None, hold_at: str | None = None
+        self,
+        fn: Callable[[], Any],
+        *,
+        crash_at: str | None = None,
+        hold_at: str | None = None,
+        quiet: bool = False,
     ) -> None:
         for spec in (crash_at, hold_at):
             if spec is not None:
@@ -105,6 +110,10 @@ class Child:
         self._receive, send = context.Pipe(duplex=False)
 
         def child() -> None:
+            if quiet:  # the child's own output (Dagster's console log) goes nowhere
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
             reset()
             os.environ.pop(CRASH_ENV, None)
             os.environ.pop(HOLD_ENV, None)
@@ -127,11 +136,13 @@ class Child:
         return ChildOutcome(int(self._process.exitcode or 0), value)
 
 
-def run_in_child(fn: Callable[[], Any], *, crash_at: str | None = None) -> ChildOutcome:
+def run_in_child(
+    fn: Callable[[], Any], *, crash_at: str | None = None, quiet: bool = False
+) -> ChildOutcome:
     """Run ``fn`` in a forked child process, armed to die at ``crash_at``; wait for it.
 
     The child shares nothing with the parent but what is on disk (lake, emulator state,
     Dagster instance storage), so a crash leaves exactly what a killed run would leave.
     Forking keeps the already-imported modules: far faster than a fresh interpreter.
     """
-    return Child(fn, crash_at=crash_at).wait()
+    return Child(fn, crash_at=crash_at, quiet=quiet).wait()

@@ -79,11 +79,24 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     collected = 0
     cursor: str | None = None
     deadline = time.monotonic() + options.timeout_s
+    # A batch running this long past its latency has stalled (``--faults chaos``): an
+    # operator would cancel it, and its requests are retried in a new batch.
+    stall_after_s = max(30.0, 10 * options.batch_latency_s)
+    quiet_since = time.monotonic()
     while True:
         # The sensor decides what to collect or resubmit; the demo plays the daemon.
         result = daemon.tick(instance, resources, cursor)
         cursor = result.cursor
-        for request in daemon.new_run_requests(instance, result):
+        requests = daemon.new_run_requests(instance, result)
+        if requests:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > stall_after_s:
+            say("batches have stalled: running cancel_batches; their requests will be retried")
+            defs.resolve_job_def("cancel_batches").execute_in_process(
+                partition_key=options.day, instance=instance
+            )
+            quiet_since = time.monotonic()
+        for request in requests:
             if request.job_name == collect.name:
                 collected += 1
                 say(f"collecting {request.tags['llm_pipelines/batch_id']}")

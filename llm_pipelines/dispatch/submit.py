@@ -167,17 +167,17 @@ def reconcile_intents(
 def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
     """Provider batches that are certainly not orphans of this partition's intents.
 
-    Those its own manifests name or ``orphans/`` already records, and those named by the
-    partitions a few days either side: batches of neighbouring days are the likeliest to
-    have been created around the same time with the same request count.
+    Those named by its manifests or already recorded in its ``orphans/``, and the same for
+    the partitions a few days either side: batches of neighbouring days are the likeliest
+    to have been created around the same time with the same request count.
     """
-    known = {m.provider_batch_id for m in state.submitted if m.provider_batch_id}
-    known |= {p.rsplit("/", 1)[1][: -len(".json")] for p in lake.files(ORPHANS, state.partition)}
+    known = {m.provider_batch_id for m in state.submitted}
     day = date.fromisoformat(state.partition)
     for offset in range(-NEIGHBOUR_DAYS, NEIGHBOUR_DAYS + 1):
+        partition = str(day + timedelta(days=offset))
         if offset:
-            neighbour = str(day + timedelta(days=offset))
-            known |= {m.provider_batch_id for m in read_manifests(lake, neighbour)}
+            known |= {m.provider_batch_id for m in read_manifests(lake, partition)}
+        known |= {p.rsplit("/", 1)[1].removesuffix(".json") for p in lake.files(ORPHANS, partition)}
     return {k for k in known if k}
 
 

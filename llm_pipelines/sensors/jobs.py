@@ -17,6 +17,9 @@ from llm_pipelines.dispatch.retries import REPLAYABLE_STAGES, replay_dead_letter
 from llm_pipelines.resources import AnthropicResource, LakeResource
 from llm_pipelines.storage.lease import LeaseHeld, partition_lease
 
+SENSOR_RUN_TAGS = {"dagster/max_runtime": "3600"}
+"""Sensor-launched runs: run monitoring ends one stuck this long, and the sensor asks again."""
+
 daily_batch_cycle = dg.define_asset_job(
     "daily_batch_cycle",
     selection=dg.AssetSelection.assets(
@@ -27,6 +30,8 @@ daily_batch_cycle = dg.define_asset_job(
         "One day's cycle: validate the landing zone, route, answer real-time tasks and submit "
         "the rest as Message Batches. Collection follows, launched by batch_completion_sensor."
     ),
+    # Every step is safe to repeat, so a failed or killed cycle is simply run again.
+    tags={"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"},
 )
 
 collect_batch_results = dg.define_asset_job(
@@ -34,6 +39,7 @@ collect_batch_results = dg.define_asset_job(
     selection=dg.AssetSelection.assets(batch_results, llm_cost_report),
     partitions_def=DAILY,
     description="Collect ended batches of a partition and refresh its cost report.",
+    tags=SENSOR_RUN_TAGS,
 )
 
 resubmit_batch_retries = dg.define_asset_job(
@@ -45,6 +51,7 @@ resubmit_batch_retries = dg.define_asset_job(
         "collection or a replay) and tasks of intents a crashed run left. Launched by "
         "batch_completion_sensor."
     ),
+    tags=SENSOR_RUN_TAGS,
 )
 
 
