@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.crashpoints import crash_point
+from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
 from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
 from llm_pipelines.dispatch.state import PartitionState, pending_retry_pairs, sidecar_ids
 from llm_pipelines.providers.base import BatchProvider, BatchStatus
@@ -47,8 +48,10 @@ SIDECAR_SCHEMA = pa.schema(
         pa.field("requested_model", pa.string(), nullable=False),
     ]
 )
-CLOCK_SKEW = timedelta(seconds=60)
+CLOCK_SKEW = timedelta(seconds=5)
 """How far the provider's clock may be behind ours when matching a batch to an intent."""
+ORPHAN_SAMPLE = 50
+"""Result lines of an ended candidate checked against the intent's tasks."""
 NEIGHBOUR_DAYS = 2
 """Batches named by manifests this many partitions either side are never taken for orphans."""
 CREATE_WINDOW = timedelta(hours=1)
@@ -89,30 +92,56 @@ def _total(status: BatchStatus) -> int:
     return sum(status.request_counts.values())
 
 
+def _holds_intent(
+    lake: Lake, provider: BatchProvider, intent: BatchManifest, batch: BatchStatus
+) -> bool:
+    """Whether an ended batch's results name the intent's tasks (a running one: assume so)."""
+    if not batch.ended:
+        return True  # the API cannot show what a running batch holds
+    ids = set(sidecar_ids(lake, intent).to_pylist())
+    for _ in range(STREAM_ATTEMPTS):  # a cut stream is read again, as collection does
+        try:
+            for seen, result in enumerate(provider.iter_results(batch.id), start=1):
+                if result.custom_id not in ids:
+                    return False
+                if seen >= ORPHAN_SAMPLE:
+                    break
+            return True
+        except STREAM_CUT_ERRORS:
+            continue
+    return False
+
+
 def _match_orphans(
-    intents: list[BatchManifest], candidates: list[BatchStatus]
+    lake: Lake, provider: BatchProvider, intents: list[BatchManifest], candidates: list[BatchStatus]
 ) -> list[tuple[BatchManifest, BatchStatus]]:
     """Pair each abandoned intent with the provider batch a crash may have left for it.
 
-    The provider does not say which custom_ids a running batch holds, so a batch matches by
-    its request count and by being created soon after the intent (created after it
-    preferred, then the earliest). A wrong match can only be a batch that no manifest of this
-    partition or its neighbours names; cancelling it sends its unfinished requests back
-    canceled, and its partition retries them: wasteful, never lossy.
+    A candidate must have the intent's request count and have been created just after it
+    (the intent is written before the call; :data:`CLOCK_SKEW` allows for the provider's
+    clock). An ended candidate must also name the intent's tasks in its results. A running
+    one cannot be looked into: a wrong match there is a batch no manifest of this partition
+    or its neighbours names, created within seconds of the intent with the same count;
+    cancelling it sends its unfinished requests back to be retried: wasteful, never lossy.
     """
     matches = []
     left = list(candidates)
     for intent in sorted(intents, key=lambda m: m.intent_at):
-        fits = [
-            c
-            for c in left
-            if _total(c) == intent.request_count
-            and intent.intent_at - CLOCK_SKEW <= c.created_at <= intent.intent_at + CREATE_WINDOW
-        ]
-        if fits:
-            best = min(fits, key=lambda c: (c.created_at < intent.intent_at, c.created_at))
-            left.remove(best)
-            matches.append((intent, best))
+        fits = sorted(
+            (
+                c
+                for c in left
+                if _total(c) == intent.request_count
+                and intent.intent_at - CLOCK_SKEW <= c.created_at
+                and c.created_at <= intent.intent_at + CREATE_WINDOW
+            ),
+            key=lambda c: c.created_at,
+        )
+        for candidate in fits:
+            if _holds_intent(lake, provider, intent, candidate):
+                left.remove(candidate)
+                matches.append((intent, candidate))
+                break
     return matches
 
 
@@ -138,7 +167,7 @@ def reconcile_intents(
             break
         if status.id not in known:
             candidates.append(status)
-    for intent, batch in _match_orphans(state.intents, candidates):
+    for intent, batch in _match_orphans(lake, provider, state.intents, candidates):
         stats.orphans_found += 1
         action = "left alone: it had already ended"
         if not batch.ended:

@@ -74,7 +74,6 @@ class ReplayConfig(dg.Config):
         "Re-enqueue chosen dead letters of the partition into retries/ (one more attempt each);"
         " batch_completion_sensor then submits them."
     ),
-    tags={"kind": "python"},
 )
 def replay_dead_letters_op(
     context: dg.OpExecutionContext, config: ReplayConfig, lake: LakeResource
@@ -117,7 +116,6 @@ class CancelConfig(dg.Config):
         "Cancel the partition's in-flight batches; once they end, collection sends requests "
         "they had not run to retries/ for a later batch."
     ),
-    tags={"kind": "anthropic"},
 )
 def cancel_batches_op(
     context: dg.OpExecutionContext,

@@ -187,3 +187,32 @@ def test_crash_hook_kills_a_fresh_interpreter_through_the_environment(
         assert _cycle(defs, instance, day)
         _assert_clean(resources, day, daemon.drive(defs, instance, resources, day))
     assert not lake.files(ORPHANS, day) and not _unnamed_batches(resources, day)
+
+
+def test_a_batch_that_only_looks_like_the_lost_one_is_left_alone(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    resources = fault_resources(max_batch_requests=1000)
+    defs = build_definitions(resources)
+    lake = resources["lake"].lake()
+    _land(resources, day, 60)
+    crashed = run_in_child(lambda: _cycle(defs, disk_instance, day), crash_at="submit.after_intent")
+    assert crashed.crashed
+    daemon.fail_dead_runs(disk_instance, "worker killed")
+    [intent] = read_manifests(lake, day)
+    # Someone else's batch: same size, created just after the intent, other custom_ids.
+    params = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    body = {
+        "requests": [
+            {"custom_id": f"other-{i}", "params": params} for i in range(intent.request_count)
+        ]
+    }
+    stranger = resources["anthropic"].provider().create_batch(orjson.dumps(body))
+    assert _cycle(defs, disk_instance, day)
+    assert not lake.files(ORPHANS, day), "its results name other tasks: not our orphan"
+    assert _emulator(resources).get_batch(stranger.id).counts["succeeded"] == intent.request_count
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
