@@ -118,14 +118,23 @@ def _pairs(lake: Lake, manifests: list[BatchManifest]) -> pa.Table:
 
 
 def pending_retry_pairs(lake: Lake, state: PartitionState) -> pa.Table:
-    """``(task_id, attempt)`` of retries no batch of that attempt has taken yet."""
+    """``(task_id, attempt)`` of retries not yet taken up by a batch of that attempt.
+
+    A retry is also taken up if submission dead-lettered it at that attempt (a request too
+    large for any batch), so it does not wait forever.
+    """
     retries = lake.read_table(
         state.committed_retry_files(lake), ["task_id", "attempt"], schema=RETRIES_SCHEMA
     )
     if not retries.num_rows:
         return PAIR_SCHEMA.empty_table()
     retries = retries.group_by(["task_id", "attempt"]).aggregate([])  # one row per pair
-    taken = state.submitted_pairs(lake)
+    refused = lake.read_table(
+        [p for p in state.committed_dead_letter_files(lake) if _name(p).startswith("submit-")],
+        ["task_id", "attempt"],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+    taken = pa.concat_tables([state.submitted_pairs(lake), refused.cast(PAIR_SCHEMA)])
     return retries.join(taken, ["task_id", "attempt"], join_type="left anti").select(
         ["task_id", "attempt"]
     )

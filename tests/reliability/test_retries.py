@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.dispatch.ledger import partition_ledger
@@ -105,3 +106,29 @@ def test_max_attempts_is_configurable_per_run(
     assert ledger.open == 0 and ledger.holds
     dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
     assert any("gave up after attempt 1 of 1" in r for r in dead["reason"].to_pylist())
+
+
+def test_a_retry_refused_at_submission_does_not_wait_forever(lake, day: str) -> None:
+    from llm_pipelines.dispatch.retries import retry_row
+    from llm_pipelines.dispatch.state import PartitionState, pending_retry_pairs
+    from llm_pipelines.storage.datasets import dead_letter_path, dead_letter_row
+
+    row = retry_row(
+        task_id="t1", attempt=2, task_type="x", requested_model="m", request="{}", reason="r",
+        source="replay:1",
+    )  # fmt: skip
+    lake.write_table(
+        lake.path(RETRIES, day, "replay-1.parquet"),
+        pa.Table.from_pylist([row], schema=RETRIES_SCHEMA),
+    )
+    assert pending_retry_pairs(lake, PartitionState.load(lake, day))["task_id"].to_pylist() == [
+        "t1"
+    ]
+    refused = dead_letter_row(
+        stage="submit", task_id="t1", attempt=2, reason="too big", payload=None
+    )
+    lake.write_table(
+        dead_letter_path(lake, day, "submit", "a2"),
+        pa.Table.from_pylist([refused], schema=DEAD_LETTER_SCHEMA),
+    )
+    assert not len(pending_retry_pairs(lake, PartitionState.load(lake, day)))
