@@ -7,6 +7,10 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_pipelines.emulator import EmulatorConfig
 
 
 def _quiet_dagster_warnings() -> None:
@@ -18,6 +22,7 @@ def _quiet_dagster_warnings() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # Imported here: Dagster is slow to import, and `emulator serve` does not need it.
     _quiet_dagster_warnings()
     from llm_pipelines.demo.progress import Reporter
     from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
@@ -32,6 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_latency_s=args.batch_latency,
         policy_path=args.policy,
+        faults=args.faults or "",
         reporter=Reporter(),
     )
     summary = run_demo(options)
@@ -51,6 +57,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"  succeeded {summary['succeeded']:,}, lost {summary['lost']}, "
             f"duplicated {summary['duplicated']}"
         )
+        if args.faults:
+            print(
+                f"  faults injected ({args.faults}): {summary['faults_injected']:,}; "
+                f"retried requests still waiting: {summary['retrying']}"
+            )
         print(
             f"  cost ${summary['cost_usd']:.4f} vs ${summary['all_sync_cost_usd']:.4f} all-sync: "
             f"saved {summary['savings_pct']:.1f}%  ({summary['elapsed_s']}s)"
@@ -108,11 +119,24 @@ def _workloads(args: argparse.Namespace) -> int:
     return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from llm_pipelines.emulator import EmulatorConfig, serve
+def emulator_config(args: argparse.Namespace) -> EmulatorConfig:
+    """The emulator ``emulator serve`` runs, from its command-line options."""
+    from llm_pipelines.emulator import EmulatorConfig, FaultPlan
 
-    config = EmulatorConfig(state_dir=args.state_dir, batch_latency_s=args.batch_latency)
+    return EmulatorConfig(
+        state_dir=args.state_dir,
+        batch_latency_s=args.batch_latency,
+        faults=FaultPlan.resolve(args.faults),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llm_pipelines.emulator import serve
+
+    config = emulator_config(args)
     print(f"Anthropic emulator on http://{args.host}:{args.port} (state in {args.state_dir})")
+    if config.faults.active:
+        print(f"  injecting faults: {config.faults.model_dump_json(exclude_defaults=True)}")
     print(
         f"  point the SDK or the pipeline at it: ANTHROPIC_BASE_URL=http://{args.host}:{args.port}"
     )
@@ -131,6 +155,12 @@ def _day_on_emulator_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 
+FAULTS_HELP = (
+    "inject API faults: a preset (none, flaky, chaos) or a YAML fault plan "
+    "(fields of llm_pipelines.emulator.FaultPlan)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="llm-pipelines", description=__doc__)
@@ -143,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--policy", help="routing policy YAML; default: $LLM_PIPELINES_ROUTING_POLICY or shipped"
     )
+    demo.add_argument("--faults", help=FAULTS_HELP)
     demo.set_defaults(handler=_demo)
 
     runs = commands.add_parser(
@@ -161,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--state-dir", default=".llm_pipelines/emulator")
     serve.add_argument("--batch-latency", type=float, default=5.0)
+    serve.add_argument("--faults", help=FAULTS_HELP)
     serve.set_defaults(handler=_serve)
     return parser
 

@@ -11,9 +11,12 @@ from llm_pipelines.assets import dispatch, intake, report
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import (
     batch_completion_sensor,
+    cancel_batches_job,
     collect_batch_results,
     daily_batch_cycle,
     nightly_batch_cycle,
+    replay_dead_letters_job,
+    resubmit_batch_retries,
 )
 
 
@@ -37,7 +40,14 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=[*dg.load_assets_from_modules(modules), *workloads.ASSETS],
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[daily_batch_cycle, collect_batch_results, *workloads.JOBS],
+        jobs=[
+            daily_batch_cycle,
+            collect_batch_results,
+            resubmit_batch_retries,
+            replay_dead_letters_job,
+            cancel_batches_job,
+            *workloads.JOBS,
+        ],
         sensors=[batch_completion_sensor, *workloads.SENSORS],
         schedules=[nightly_batch_cycle, *workloads.SCHEDULES],
         resources={**default_resources(), **(resources or {})},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,33 @@ def resources(tmp_path: Path) -> dict[str, Any]:
         # Explicit, so a developer's LLM_PIPELINES_* environment cannot change the tests.
         "cost_policy": CostPolicyResource(routing_policy_path=None, daily_budget_usd=None),
     }
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's) on loopback, for lakes on ``s3://``."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """A lake under a fresh prefix of a bucket on the moto server."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lake-test")
+    url = f"s3://lake-test/llm-{uuid.uuid4().hex[:8]}"
+    return LakeResource(url=url, s3_endpoint_url=s3_endpoint).lake()
 
 
 @pytest.fixture

@@ -26,9 +26,15 @@ def test_definitions_load_everything() -> None:
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= ASSETS
     assert "batch_completion_sensor" in {s.name for s in repo.sensor_defs}
     assert "nightly_batch_cycle" in {s.name for s in repo.schedule_defs}
-    assert {"daily_batch_cycle", "collect_batch_results"} <= {j.name for j in repo.get_all_jobs()}
+    assert {
+        "daily_batch_cycle",
+        "collect_batch_results",
+        "resubmit_batch_retries",
+        "replay_dead_letters",
+        "cancel_batches",
+    } <= {j.name for j in repo.get_all_jobs()}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert {"conservation", "daily_budget"} <= checks
+    assert {"conservation", "daily_budget", "dead_letter_rate"} <= checks
 
 
 def test_every_asset_has_kinds_group_and_description() -> None:

@@ -1,15 +1,23 @@
 """Dispatch assets: the real-time path, batch submission and batch collection."""
 
 import dagster as dg
+from pydantic import Field
 
 from llm_pipelines.assets.intake import routed_tasks
 from llm_pipelines.assets.partitions import DAILY, OWNERS
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.dispatch.collect import collect_batch, pending_manifests
 from llm_pipelines.dispatch.realtime import answer_partition
+from llm_pipelines.dispatch.retries import DEFAULT_MAX_ATTEMPTS
 from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.resources import AnthropicResource, LakeResource
 from llm_pipelines.routing.reuse import resolve_reuse
+from llm_pipelines.storage.lease import LeaseHeld
+
+
+def run_owner(context: dg.OpExecutionContext) -> str:
+    """Who holds a partition lease: the Dagster run, readable in the error of a second run."""
+    return f"run {context.run_id}"
 
 
 @dg.asset(
@@ -57,24 +65,40 @@ def realtime_results(
     deps=[routed_tasks],
     description=(
         "Batch-routed tasks packed into Message Batches (at most 100,000 requests and 256 MB "
-        "each) and submitted; one manifest per batch, written as an intent before the call."
+        "each) and submitted; one manifest per batch, written as an intent before the call. "
+        "Also submits retries waiting in retries/ (attempt n batches) and reconciles what a "
+        "crashed run left. One run per partition at a time (a lease in the lake)."
     ),
 )
 def batch_submissions(
     context: dg.AssetExecutionContext, lake: LakeResource, anthropic: AnthropicResource
 ) -> dg.MaterializeResult:
-    stats = submit_partition(lake.lake(), anthropic.provider(context.log), context.partition_key)
+    try:
+        stats = submit_partition(
+            lake.lake(),
+            anthropic.provider(context.log),
+            context.partition_key,
+            owner=run_owner(context),
+        )
+    except LeaseHeld as held:
+        raise dg.Failure(description=str(held)) from None
     if stats.abandoned_intents:
         context.log.warning(
-            f"{stats.abandoned_intents} batch intents from an interrupted run were packed again"
+            f"{stats.abandoned_intents} batch intents from an interrupted run were packed again;"
+            f" {stats.orphans_found} duplicate provider batches found, "
+            f"{stats.orphans_canceled} of them canceled (see orphans/)"
         )
     return dg.MaterializeResult(
         metadata={
             "batches": stats.batches,
             "requests": stats.requests,
+            "retry_requests": stats.retry_requests,
             "payload_bytes": stats.payload_bytes,
             "already_submitted": stats.already_submitted,
             "oversized_dead_lettered": stats.oversized,
+            "abandoned_intents": stats.abandoned_intents,
+            "orphan_batches_found": stats.orphans_found,
+            "orphan_batches_canceled": stats.orphans_canceled,
             "batch_ids": dg.MetadataValue.json(stats.batch_ids),
         }
     )
@@ -84,6 +108,12 @@ class CollectConfig(dg.Config):
     """Which batches to collect; empty collects every ended batch of the partition."""
 
     batch_ids: list[str] = []
+    max_attempts: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS,
+        ge=1,
+        le=20,
+        description="Attempts a request gets before a retryable failure is dead-lettered.",
+    )
 
 
 @dg.asset(
@@ -93,8 +123,9 @@ class CollectConfig(dg.Config):
     owners=OWNERS,
     deps=[batch_submissions],
     description=(
-        "Results of ended batches streamed into parquet, one file per batch; errored, expired "
-        "and canceled requests are dead-lettered with the provider's reason."
+        "Results of ended batches streamed into parquet, one file per batch. Retryable "
+        "failures (overloaded, api_error, expired, canceled) go to retries/ for a later batch, "
+        "up to max_attempts; the rest are dead-lettered with the provider's reason."
     ),
 )
 def batch_results(
@@ -116,11 +147,22 @@ def batch_results(
             # Waiting is the sensor's job: leave it for a later run.
             still_running += 1
             continue
-        stats = collect_batch(store, provider, manifest, default_price_table(), status.ended_at)
+        stats = collect_batch(
+            store,
+            provider,
+            manifest,
+            default_price_table(),
+            status.ended_at,
+            max_attempts=config.max_attempts,
+            log=context.log,
+        )
         collected.append(stats.batch_id)
         for outcome, n in stats.counts.items():
             counts[outcome] = counts.get(outcome, 0) + n
         counts["missing"] = counts.get("missing", 0) + stats.missing
+        counts["retrying"] = counts.get("retrying", 0) + stats.retrying
+        counts["dead_lettered"] = counts.get("dead_lettered", 0) + stats.dead_lettered
+        counts["stream_restarts"] = counts.get("stream_restarts", 0) + stats.stream_restarts
         cost += stats.totals.cost_usd
         sync_cost += stats.totals.sync_cost_usd
         if stats.unexpected or stats.duplicates:
@@ -137,6 +179,9 @@ def batch_results(
             "expired": counts.get("expired", 0),
             "canceled": counts.get("canceled", 0),
             "missing": counts.get("missing", 0),
+            "retrying": counts.get("retrying", 0),
+            "dead_lettered": counts.get("dead_lettered", 0),
+            "stream_restarts": counts.get("stream_restarts", 0),
             "cost_usd": round(cost, 6),
             "sync_cost_usd": round(sync_cost, 6),
             "batch_ids": dg.MetadataValue.json(collected),

@@ -35,6 +35,11 @@ class InProcessDaemon:
     cursors: dict[str, str | None] = field(default_factory=dict)
     launched: dict[str, list[str]] = field(default_factory=dict)
     """Run keys launched so far, by sensor name."""
+    tolerate_failed_runs: bool = False
+    """Like the real daemon, record a failed sensor-launched run instead of raising (the
+    sensor asks again under a fresh run key); off by default so tests fail loudly."""
+    failed: list[str] = field(default_factory=list)
+    """Run keys of sensor-launched runs that failed (with ``tolerate_failed_runs``)."""
 
     @classmethod
     def on_emulator(
@@ -46,10 +51,12 @@ class InProcessDaemon:
         instance: dg.DagsterInstance,
         log_level: str | None = QUIET_LOGS,
         policy_path: str | None = None,
+        faults: str = "",
     ) -> InProcessDaemon:
         """The project's Definitions on a lake and the in-process emulator (no key used).
 
-        ``policy_path`` routes with that policy file instead of the deployment's.
+        ``policy_path`` routes with that policy file instead of the deployment's; ``faults``
+        (a preset or a fault-plan file) makes the emulator fail on purpose.
         """
         from llm_pipelines.definitions import build_definitions
         from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
@@ -57,7 +64,9 @@ class InProcessDaemon:
         resources: dict[str, Any] = {
             "lake": LakeResource(url=lake_url),
             "anthropic": AnthropicResource(
-                emulator_dir=emulator_dir, emulator_batch_latency_s=batch_latency_s
+                emulator_dir=emulator_dir,
+                emulator_batch_latency_s=batch_latency_s,
+                emulator_faults=faults,
             ),
         }
         if policy_path:
@@ -76,16 +85,17 @@ class InProcessDaemon:
         partition: str,
         run_config: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        raise_on_error: bool = True,
     ) -> dg.ExecuteInProcessResult:
-        """Execute a job for a partition; raise if it fails."""
+        """Execute a job for a partition; raise if it fails (unless ``raise_on_error`` is off)."""
         result = self.defs.resolve_job_def(job).execute_in_process(
             partition_key=partition,
             instance=self.instance,
             run_config=with_log_level(run_config, self.log_level),
             tags=tags,
-            raise_on_error=True,
+            raise_on_error=raise_on_error,
         )
-        if not result.success:
+        if not result.success and raise_on_error:
             raise RuntimeError(f"{job} failed for {partition}")
         return result
 
@@ -111,12 +121,15 @@ class InProcessDaemon:
                 if request.run_key in seen:
                     continue  # the daemon never launches a run key twice
                 seen.append(request.run_key)
-                self.run(
+                result = self.run(
                     request.job_name or sensor.job_name,
                     request.partition_key,
                     run_config=request.run_config,
                     tags={**request.tags, "dagster/run_key": request.run_key},
+                    raise_on_error=not self.tolerate_failed_runs,
                 )
+                if not result.success:
+                    self.failed.append(request.run_key)
                 keys.append(request.run_key)
         return keys
 

@@ -21,8 +21,9 @@ from llm_pipelines.demo.workload import (
 )
 from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
+from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.routing.route import TASKS_FILE
-from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, TASKS
+from llm_pipelines.storage.datasets import TASKS
 from llm_pipelines.storage.landing import LandingZone
 
 
@@ -34,6 +35,7 @@ class DayOnEmulator:
     emulator_dir: str
     day: str
     batch_latency_s: float = 2.0
+    faults: str = ""
     poll_interval_s: float = 0.5
     timeout_s: float = 300.0
     policy_path: str | None = None
@@ -70,7 +72,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         instance=dg.DagsterInstance.ephemeral(),
         log_level=options.log_level,
         policy_path=options.policy_path,
+        faults=options.faults,
     )
+    daemon.tolerate_failed_runs = bool(options.faults)
     lake = daemon.resources["lake"].lake()
     reporter.say(daemon.describe())
     LandingZone(lake).append(
@@ -92,19 +96,31 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     with reporter.step("daily_batch_cycle: intake → routing → real-time + batch submission"):
         daemon.run("daily_batch_cycle", options.day)
 
-    # The sensor decides what to collect; the daemon launches one run per ended batch.
+    # The sensor decides what to collect or resubmit; the daemon launches one run per key.
     deadline = time.monotonic() + options.timeout_s
+    # A batch running this long past its latency has stalled (``--faults chaos``): an
+    # operator would cancel it, and its requests are retried in a new batch.
+    stall_after_s = max(30.0, 10 * options.batch_latency_s)
+    quiet_since = time.monotonic()
     submitted = len(in_flight(lake, options.day))
     with reporter.step("collecting batches as they end", total=submitted) as collecting:
         while True:
-            collecting.advance(len(daemon.tick(["batch_completion_sensor"])))
-            flying = len(in_flight(lake, options.day))
-            if not flying:
+            launched = daemon.tick(["batch_completion_sensor"])
+            collecting.advance(sum(key.startswith("collect-") for key in launched))
+            waiting = partition_ledger(lake, options.day).open
+            if not waiting:
                 break
+            if launched:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > stall_after_s:
+                reporter.say("batches have stalled: cancelling them; their requests are retried")
+                daemon.run("cancel_batches", options.day)
+                quiet_since = time.monotonic()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{flying} batches still in flight after {options.timeout_s}s")
+                raise TimeoutError(f"{waiting} tasks still open after {options.timeout_s}s")
             time.sleep(options.poll_interval_s)
-    collected = daemon.launched.get("batch_completion_sensor", [])
+    launched_keys = daemon.launched.get("batch_completion_sensor", [])
+    collected = [key for key in launched_keys if key.startswith("collect-")]
     if not collected:
         # Every task went real-time: the report still needs one refresh.
         daemon.run("collect_batch_results", options.day)
@@ -113,9 +129,6 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     routed = lake.read_table([tasks_path], ["task_id", "route"])
     ledger = partition_ledger(lake, options.day, routed["task_id"].combine_chunks())
     report = build_report(lake, options.day)
-    dead_rows = lake.read_table(
-        lake.files(DEAD_LETTER, options.day, ".parquet"), ["stage"], schema=DEAD_LETTER_SCHEMA
-    ).num_rows
     routes = Counter(routed["route"].to_pylist())
     levers = report.metadata()
     return {
@@ -123,14 +136,18 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "lake": lake.url,
         "events": options.events,
         "valid": ledger.valid,
-        "dead_lettered": dead_rows,
+        "dead_lettered": ledger.dead_lettered + ledger.intake_rejected,
         "batched": routes["batch"],
         "realtime": routes["realtime"],
         "reused": routes["reuse"],
         "batches": len(collected),
+        "retrying": ledger.retrying,
+        "faults_injected": sum(
+            EmulatorStore(EmulatorConfig(state_dir=options.emulator_dir)).fault_totals().values()
+        ),
         "succeeded": ledger.succeeded,
         "lost": ledger.lost + ledger.pending,
-        "duplicated": ledger.duplicated,
+        "duplicated": ledger.duplicated + ledger.conflicted,
         "cost_usd": round(report.total.cost_usd, 6),
         "all_sync_cost_usd": round(report.total.sync_cost_usd, 6),
         "savings_pct": round(report.total.savings_pct, 2),

@@ -1,15 +1,26 @@
-"""Collect ended batches: stream results into parquet, dead-letter what did not succeed."""
+"""Collect ended batches: results into parquet; retry or dead-letter what did not succeed."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import anthropic
+import httpx2
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
+from llm_pipelines.crashpoints import crash_point
 from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
+from llm_pipelines.dispatch.retries import (
+    DEFAULT_MAX_ATTEMPTS,
+    failure_reason,
+    retry_row,
+    retryable,
+)
+from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.providers.base import BatchProvider, RequestResult
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
@@ -17,16 +28,22 @@ from llm_pipelines.storage.datasets import (
     BATCHES,
     DEAD_LETTER_SCHEMA,
     RESULTS,
+    RETRIES,
+    RETRIES_SCHEMA,
     TASKS,
     BatchManifest,
     dead_letter_path,
     dead_letter_row,
-    read_manifests,
     utcnow,
     write_manifest,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+
+STREAM_ATTEMPTS = 8
+"""Times a results stream is read from the start when the connection drops mid-body."""
+STREAM_CUT_ERRORS = (httpx2.TransportError, anthropic.APIConnectionError)
+"""What a results stream cut off mid-way raises (after the SDK's own retries of the call)."""
 
 
 @dataclass
@@ -39,16 +56,14 @@ class CollectStats:
     missing: int = 0
     unexpected: int = 0
     duplicates: int = 0
+    retrying: int = 0
+    dead_lettered: int = 0
+    stream_restarts: int = 0
 
 
 def in_flight(lake: Lake, partition: str) -> list[BatchManifest]:
     """Submitted batches whose results are not yet in the lake."""
-    collected = {p.rsplit("/", 1)[1] for p in lake.files(RESULTS, partition, ".parquet")}
-    return [
-        m
-        for m in read_manifests(lake, partition)
-        if m.provider_batch_id is not None and m.results_name not in collected
-    ]
+    return PartitionState.load(lake, partition).in_flight
 
 
 def task_requests(lake: Lake, partition: str, task_ids: list[str]) -> dict[str, str]:
@@ -64,26 +79,49 @@ def task_requests(lake: Lake, partition: str, task_ids: list[str]) -> dict[str, 
     return found
 
 
-def _reason(result: RequestResult) -> str:
-    if result.outcome == "errored":
-        return f"{result.error_type}: {result.error_message}"
-    if result.outcome == "expired":
-        return "expired: the batch reached its 24-hour limit before this request ran"
-    return "canceled: the batch was canceled before this request ran"
-
-
 def collect_batch(
     lake: Lake,
     provider: BatchProvider,
     manifest: BatchManifest,
     prices: PriceTable,
     ended_at: datetime | None = None,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    log: logging.Logger | None = None,
 ) -> CollectStats:
-    """Stream one ended batch's results into ``results/`` and its failures into ``dead_letter/``.
+    """Collect one ended batch: results, retries and dead letters, published atomically.
 
-    The results file is written atomically under a name fixed by the manifest, so collecting
-    the same batch twice (a retry after a crash, a second sensor run) replaces, never doubles.
+    Every file is written under a name fixed by the manifest, and the results file (the
+    commit, see :mod:`llm_pipelines.dispatch.state`) last, so collecting the same batch twice
+    (a retry after a crash, a second sensor run) replaces, never doubles. A results stream
+    cut off part-way publishes nothing and is read again from the start, up to
+    :data:`STREAM_ATTEMPTS` times; the SDK has already retried the request itself.
     """
+    for stream_attempt in range(1, STREAM_ATTEMPTS + 1):
+        try:
+            stats = _collect_once(lake, provider, manifest, prices, ended_at, max_attempts)
+        except STREAM_CUT_ERRORS as error:
+            if stream_attempt == STREAM_ATTEMPTS:
+                raise
+            if log is not None:
+                log.warning(
+                    f"batch {manifest.provider_batch_id}: results stream cut off ({error}); "
+                    f"reading it again ({stream_attempt}/{STREAM_ATTEMPTS})"
+                )
+            continue
+        stats.stream_restarts = stream_attempt - 1
+        return stats
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _collect_once(
+    lake: Lake,
+    provider: BatchProvider,
+    manifest: BatchManifest,
+    prices: PriceTable,
+    ended_at: datetime | None,
+    max_attempts: int,
+) -> CollectStats:
     assert manifest.provider_batch_id is not None
     sidecar = lake.read_table([lake.path(BATCHES, manifest.partition, manifest.tasks_name)])
     expected = dict(
@@ -128,6 +166,7 @@ def collect_batch(
                     collected_at=collected_at,
                 )
             )
+        crash_point("collect.after_read")
         missing = [task_id for task_id in expected if task_id not in seen]
         stats.missing = len(missing)
         failed.extend(
@@ -139,29 +178,70 @@ def collect_batch(
             )
             for task_id in missing
         )
-        requests = task_requests(lake, manifest.partition, [r.custom_id for r in failed])
-        with write_rows(
-            lake,
-            dead_letter_path(lake, manifest.partition, "collect", manifest.key),
-            DEAD_LETTER_SCHEMA,
-        ) as dead:
-            for result in failed:
-                dead.add(
-                    dead_letter_row(
-                        stage="collect",
-                        task_id=result.custom_id,
-                        attempt=manifest.attempt,
-                        reason=_reason(result),
-                        payload=requests.get(result.custom_id),
-                        source=manifest.provider_batch_id,
-                    )
-                )
+        # Published before the results file leaves this block: see the commit rule.
+        stats.retrying, stats.dead_lettered = _settle_failures(
+            lake, manifest, failed, expected, max_attempts
+        )
+    crash_point("collect.after_results")
     stats.totals = results.totals
     manifest.collected_at = collected_at
     manifest.ended_at = ended_at or manifest.ended_at
     manifest.counts = stats.counts
     write_manifest(lake, manifest)
     return stats
+
+
+def _settle_failures(
+    lake: Lake,
+    manifest: BatchManifest,
+    failed: list[RequestResult],
+    expected: dict[str, tuple[str, str]],
+    max_attempts: int,
+) -> tuple[int, int]:
+    """Retry what a later batch can fix, dead-letter the rest; return (retrying, dead)."""
+    assert manifest.provider_batch_id is not None
+    requests = task_requests(lake, manifest.partition, [r.custom_id for r in failed])
+    attempt = manifest.attempt
+    with (
+        write_rows(
+            lake, lake.path(RETRIES, manifest.partition, manifest.results_name), RETRIES_SCHEMA
+        ) as retries,
+        write_rows(
+            lake,
+            dead_letter_path(lake, manifest.partition, "collect", manifest.key),
+            DEAD_LETTER_SCHEMA,
+        ) as dead,
+    ):
+        for result in failed:
+            reason = failure_reason(result)
+            request = requests.get(result.custom_id)
+            if retryable(result) and attempt < max_attempts and request is not None:
+                task_type, requested_model = expected[result.custom_id]
+                retries.add(
+                    retry_row(
+                        task_id=result.custom_id,
+                        attempt=attempt + 1,
+                        task_type=task_type,
+                        requested_model=requested_model,
+                        request=request,
+                        reason=reason,
+                        source=manifest.provider_batch_id,
+                    )
+                )
+                continue
+            if retryable(result):
+                reason = f"{reason} (gave up after attempt {attempt} of {max_attempts})"
+            dead.add(
+                dead_letter_row(
+                    stage="collect",
+                    task_id=result.custom_id,
+                    attempt=attempt,
+                    reason=reason,
+                    payload=request,
+                    source=manifest.provider_batch_id,
+                )
+            )
+    return retries.rows, dead.rows
 
 
 def pending_manifests(

@@ -1,21 +1,32 @@
-"""Submit batch-routed tasks: intent first, then the provider call, then the manifest."""
+"""Submit batch work: intent first, then the provider call, then the manifest.
+
+One pass (:func:`submit_partition`) holds the partition's lease and submits everything not
+yet with the provider: batch-routed tasks never submitted (attempt 1) and retries waiting
+in ``retries/`` (attempt *n*, packed apart so each batch has one attempt number). Before
+that it reconciles what a crashed pass left behind: intents with no provider id.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llm_pipelines.crashpoints import crash_point
+from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
 from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
-from llm_pipelines.providers.base import BatchProvider
+from llm_pipelines.dispatch.state import PartitionState, pending_retry_pairs, sidecar_ids
+from llm_pipelines.providers.base import BatchProvider, BatchStatus
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
     BATCHES,
     DEAD_LETTER_SCHEMA,
+    ORPHANS,
     TASKS,
     BatchManifest,
     dead_letter_path,
@@ -26,6 +37,9 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.storage.lease import DEFAULT_LEASE_TTL_S, PartitionLease, partition_lease
+
+__all__ = ["SIDECAR_SCHEMA", "SubmitStats", "batch_key", "sidecar_ids", "submit_partition"]
 
 SIDECAR_SCHEMA = pa.schema(
     [
@@ -34,6 +48,16 @@ SIDECAR_SCHEMA = pa.schema(
         pa.field("requested_model", pa.string(), nullable=False),
     ]
 )
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far the provider's clock may be behind ours when matching a batch to an intent."""
+ORPHAN_SAMPLE = 50
+"""Result lines of an ended candidate checked against the intent's tasks."""
+NEIGHBOUR_DAYS = 2
+"""Batches named by manifests this many partitions either side are never taken for orphans."""
+CREATE_WINDOW = timedelta(hours=1)
+"""A batch created for an intent exists within this long of it (one call, SDK retries included)."""
+
+Item = tuple[str, bytes, tuple[str, str, str]]
 
 
 @dataclass
@@ -42,31 +66,14 @@ class SubmitStats:
 
     batches: int = 0
     requests: int = 0
+    retry_requests: int = 0
     payload_bytes: int = 0
     already_submitted: int = 0
     oversized: int = 0
     abandoned_intents: int = 0
+    orphans_found: int = 0
+    orphans_canceled: int = 0
     batch_ids: list[str] = field(default_factory=list)
-
-
-def sidecar_ids(lake: Lake, manifest: BatchManifest) -> pa.Array:
-    """The task ids a manifest covers."""
-    path = lake.path(BATCHES, manifest.partition, manifest.tasks_name)
-    return lake.read_table([path], ["task_id"]).column("task_id").combine_chunks()
-
-
-def reconcile_intents(lake: Lake, partition: str) -> list[BatchManifest]:
-    """Drop intents that never reached the provider, so their tasks are packed again.
-
-    An intent without a provider id means the process died between writing the intent and
-    recording the created batch. The provider may hold that batch (at most one per crash);
-    we never collect a batch no manifest names, so its results cannot be doubled.
-    """
-    abandoned = [m for m in read_manifests(lake, partition) if m.provider_batch_id is None]
-    for manifest in abandoned:
-        lake.delete(lake.path(BATCHES, partition, manifest.manifest_name))
-        lake.delete(lake.path(BATCHES, partition, manifest.tasks_name))
-    return abandoned
 
 
 def batch_key(custom_ids: list[str], attempt: int) -> str:
@@ -78,9 +85,136 @@ def batch_key(custom_ids: list[str], attempt: int) -> str:
     return f"a{attempt}-{digest.hexdigest()}"
 
 
-def _unsubmitted(
-    lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
-) -> Iterator[tuple[str, bytes, tuple[str, str, str]]]:
+# -- reconciliation ----------------------------------------------------------------------------
+
+
+def _total(status: BatchStatus) -> int:
+    return sum(status.request_counts.values())
+
+
+def _holds_intent(
+    lake: Lake, provider: BatchProvider, intent: BatchManifest, batch: BatchStatus
+) -> bool:
+    """Whether an ended batch's results name the intent's tasks (a running one: assume so)."""
+    if not batch.ended:
+        return True  # the API cannot show what a running batch holds
+    ids = set(sidecar_ids(lake, intent).to_pylist())
+    for _ in range(STREAM_ATTEMPTS):  # a cut stream is read again, as collection does
+        try:
+            for seen, result in enumerate(provider.iter_results(batch.id), start=1):
+                if result.custom_id not in ids:
+                    return False
+                if seen >= ORPHAN_SAMPLE:
+                    break
+            return True
+        except STREAM_CUT_ERRORS:
+            continue
+    return False
+
+
+def _match_orphans(
+    lake: Lake, provider: BatchProvider, intents: list[BatchManifest], candidates: list[BatchStatus]
+) -> list[tuple[BatchManifest, BatchStatus]]:
+    """Pair each abandoned intent with the provider batch a crash may have left for it.
+
+    A candidate must have the intent's request count and have been created just after it
+    (the intent is written before the call; :data:`CLOCK_SKEW` allows for the provider's
+    clock). An ended candidate must also name the intent's tasks in its results. A running
+    one cannot be looked into: a wrong match there is a batch no manifest of this partition
+    or its neighbours names, created within seconds of the intent with the same count;
+    cancelling it sends its unfinished requests back to be retried: wasteful, never lossy.
+    """
+    matches = []
+    left = list(candidates)
+    for intent in sorted(intents, key=lambda m: m.intent_at):
+        fits = sorted(
+            (
+                c
+                for c in left
+                if _total(c) == intent.request_count
+                and intent.intent_at - CLOCK_SKEW <= c.created_at
+                and c.created_at <= intent.intent_at + CREATE_WINDOW
+            ),
+            key=lambda c: c.created_at,
+        )
+        for candidate in fits:
+            if _holds_intent(lake, provider, intent, candidate):
+                left.remove(candidate)
+                matches.append((intent, candidate))
+                break
+    return matches
+
+
+def reconcile_intents(
+    lake: Lake, provider: BatchProvider, state: PartitionState, stats: SubmitStats
+) -> None:
+    """Clear intents a crashed pass left, so their tasks are packed again.
+
+    An intent without a provider id means the process died between writing the intent and
+    recording the created batch (we hold the lease, so nobody is mid-call). If the provider
+    did create that batch it is a duplicate nobody will collect: find it (the batch listing,
+    newest first, back to the oldest intent), cancel it if it still runs, and record it in
+    ``orphans/``. Then drop the intent; the pass packs its tasks afresh.
+    """
+    if not state.intents:
+        return
+    stats.abandoned_intents = len(state.intents)
+    known = _known_batch_ids(lake, state)
+    earliest = min(m.intent_at for m in state.intents) - CLOCK_SKEW
+    candidates = []
+    for status in provider.list_batches():
+        if status.created_at < earliest:
+            break
+        if status.id not in known:
+            candidates.append(status)
+    for intent, batch in _match_orphans(lake, provider, state.intents, candidates):
+        stats.orphans_found += 1
+        action = "left alone: it had already ended"
+        if not batch.ended:
+            provider.cancel_batch(batch.id)
+            stats.orphans_canceled += 1
+            action = "canceled"
+        lake.write_json(
+            lake.path(ORPHANS, state.partition, f"{batch.id}.json"),
+            {
+                "provider_batch_id": batch.id,
+                "intent_key": intent.key,
+                "intent_at": intent.intent_at.isoformat(),
+                "batch_created_at": batch.created_at.isoformat(),
+                "request_count": intent.request_count,
+                "status_when_found": batch.processing_status,
+                "action": action,
+                "found_at": utcnow().isoformat(),
+            },
+        )
+    for intent in state.intents:
+        lake.delete(lake.path(BATCHES, state.partition, intent.manifest_name))
+        lake.delete(lake.path(BATCHES, state.partition, intent.tasks_name))
+    state.intents = []
+
+
+def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
+    """Provider batches that are certainly not orphans of this partition's intents.
+
+    Those named by its manifests or already recorded in its ``orphans/``, and the same for
+    the partitions a few days either side: batches of neighbouring days are the likeliest
+    to have been created around the same time with the same request count.
+    """
+    known = {m.provider_batch_id for m in state.submitted}
+    day = date.fromisoformat(state.partition)
+    for offset in range(-NEIGHBOUR_DAYS, NEIGHBOUR_DAYS + 1):
+        partition = str(day + timedelta(days=offset))
+        if offset:
+            known |= {m.provider_batch_id for m in read_manifests(lake, partition)}
+        known |= {p.rsplit("/", 1)[1].removesuffix(".json") for p in lake.files(ORPHANS, partition)}
+    return {k for k in known if k}
+
+
+# -- what to submit ----------------------------------------------------------------------------
+
+
+def _fresh(lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats) -> Iterator[Item]:
+    """Batch-routed tasks no attempt-1 batch holds yet, cached prefixes together."""
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
     for chunk in lake.iter_batches([path], columns):
@@ -91,34 +225,87 @@ def _unsubmitted(
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
             stats.already_submitted += chunk.num_rows - pc.sum(fresh).as_py()
             chunk = chunk.filter(fresh)
-        for task_id, request, task_type, requested in zip(
-            chunk["task_id"].to_pylist(),
-            chunk["request"].to_pylist(),
-            chunk["task_type"].to_pylist(),
-            chunk["requested_model"].to_pylist(),
-            strict=True,
-        ):
-            yield task_id, request.encode(), (task_id, task_type, requested)
+        yield from _items(chunk)
+
+
+def _retries(
+    lake: Lake, files: list[str], pending: pa.Table, attempt: int, stats: SubmitStats
+) -> Iterator[Item]:
+    """Retry rows waiting for a batch of ``attempt``, each task once."""
+    wanted = pending.filter(pc.equal(pending["attempt"], attempt))["task_id"].combine_chunks()
+    columns = ["task_id", "attempt", "request", "task_type", "requested_model"]
+    seen: set[str] = set()
+    for chunk in lake.iter_batches(files, columns):
+        chunk = chunk.filter(
+            pc.and_(
+                pc.equal(chunk["attempt"], attempt), pc.is_in(chunk["task_id"], value_set=wanted)
+            )
+        )
+        for item in _items(chunk):
+            if item[0] not in seen:
+                seen.add(item[0])
+                stats.retry_requests += 1
+                yield item
+
+
+def _items(chunk: pa.RecordBatch | pa.Table) -> Iterator[Item]:
+    for task_id, request, task_type, requested in zip(
+        chunk["task_id"].to_pylist(),
+        chunk["request"].to_pylist(),
+        chunk["task_type"].to_pylist(),
+        chunk["requested_model"].to_pylist(),
+        strict=True,
+    ):
+        yield task_id, request.encode(), (task_id, task_type, requested)
+
+
+# -- submission ----------------------------------------------------------------------------------
 
 
 def submit_partition(
-    lake: Lake, provider: BatchProvider, partition: str, *, attempt: int = 1
+    lake: Lake,
+    provider: BatchProvider,
+    partition: str,
+    *,
+    owner: str = "llm_pipelines",
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
 ) -> SubmitStats:
-    """Pack every batch-routed task not yet submitted and send it to the provider.
+    """Submit everything of a partition the provider does not hold yet, under its lease.
 
-    Safe to re-run: tasks already named by a manifest are skipped, and intents left by a
-    crash are packed again.
+    Safe to re-run and to run twice at once: tasks a batch of the same attempt already
+    holds are skipped, intents left by a crash are reconciled, and a second concurrent pass
+    fails with :class:`~llm_pipelines.storage.lease.LeaseHeld` instead of sending anything.
     """
-    stats = SubmitStats(abandoned_intents=len(reconcile_intents(lake, partition)))
-    manifests = read_manifests(lake, partition)
-    submitted = (
-        pa.concat_arrays([sidecar_ids(lake, m) for m in manifests])
-        if manifests
-        else pa.array([], pa.string())
-    )
+    stats = SubmitStats()
+    with partition_lease(
+        lake, partition, owner=owner, purpose="submit", ttl_s=lease_ttl_s
+    ) as lease:
+        state = PartitionState.load(lake, partition)
+        reconcile_intents(lake, provider, state, stats)
+        first = state.submitted_pairs(lake, attempt=1)["task_id"].combine_chunks()
+        _submit_stream(
+            lake, provider, partition, 1, _fresh(lake, partition, first, stats), lease, stats
+        )
+        pending = pending_retry_pairs(lake, state)
+        files = state.committed_retry_files(lake)
+        for attempt in sorted(set(pending["attempt"].to_pylist())):
+            items = _retries(lake, files, pending, attempt, stats)
+            _submit_stream(lake, provider, partition, attempt, items, lease, stats)
+    return stats
+
+
+def _submit_stream(
+    lake: Lake,
+    provider: BatchProvider,
+    partition: str,
+    attempt: int,
+    items: Iterator[Item],
+    lease: PartitionLease,
+    stats: SubmitStats,
+) -> None:
     dead_path = dead_letter_path(lake, partition, "submit", f"a{attempt}")
     with write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
-        for item in pack(_unsubmitted(lake, partition, submitted, stats), provider.limits):
+        for item in pack(items, provider.limits):
             if isinstance(item, Oversized):
                 stats.oversized += 1
                 dead.add(
@@ -135,8 +322,7 @@ def submit_partition(
                     )
                 )
                 continue
-            _submit_one(lake, provider, partition, item, attempt, stats)
-    return stats
+            _submit_one(lake, provider, partition, item, attempt, lease, stats)
 
 
 def _submit_one(
@@ -145,6 +331,7 @@ def _submit_one(
     partition: str,
     packed: PackedBatch[tuple[str, str, str]],
     attempt: int,
+    lease: PartitionLease,
     stats: SubmitStats,
 ) -> None:
     body = packed.close()
@@ -165,7 +352,10 @@ def _submit_one(
         ),
     )
     write_manifest(lake, manifest)  # the intent: written before the provider knows
+    crash_point("submit.after_intent")
+    lease.check()  # never call the provider once another pass may have taken over
     status = provider.create_batch(body)
+    crash_point("submit.after_create")
     manifest.provider_batch_id = status.id
     manifest.submitted_at = utcnow()
     write_manifest(lake, manifest)

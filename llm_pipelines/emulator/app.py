@@ -65,7 +65,8 @@ class EmulatorApp:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.store = EmulatorStore(config)
-        self._faults = random.Random(config.faults.seed)
+        stream = self.store.next_fault_stream() if config.faults.active else 0
+        self._faults = random.Random(f"{config.faults.seed}:{stream}")
         self._faults_lock = threading.Lock()
         self.faults_injected = 0
         self._routes = Map(
@@ -128,6 +129,7 @@ class EmulatorApp:
                 return
             status = self._faults.choice(plan.http_statuses)
             self.faults_injected += 1
+        self.store.record_faults(f"http_{status}")
         headers = {"retry-after-ms": str(plan.retry_after_ms)} if plan.retry_after_ms else {}
         raise ApiError(status, f"emulated fault on {endpoint}", headers)
 
@@ -138,6 +140,8 @@ class EmulatorApp:
         with self._faults_lock:
             cut = self._faults.random() < rate
             self.faults_injected += cut
+        if cut:
+            self.store.record_faults("truncated_results")
         return cut
 
     # -- messages ----------------------------------------------------------------------------

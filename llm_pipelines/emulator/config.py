@@ -81,6 +81,53 @@ class FaultPlan(BaseModel):
         """Read a plan from a YAML (or JSON) file."""
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
 
+    @classmethod
+    def resolve(cls, spec: str | None) -> FaultPlan:
+        """A plan from a preset name (see :data:`FAULT_PRESETS`) or a YAML file path.
+
+        Empty or ``None`` means no faults. Used by ``--faults`` on the demo and on
+        ``emulator serve``, and by the resource's ``emulator_faults``.
+        """
+        if not spec:
+            return cls()
+        if spec in FAULT_PRESETS:
+            return FAULT_PRESETS[spec].model_copy(deep=True)
+        path = Path(spec)
+        if path.is_file():
+            return cls.load(path)
+        raise ValueError(
+            f"--faults {spec!r}: neither a preset ({', '.join(FAULT_PRESETS)}) nor a YAML file"
+        )
+
+
+FAULT_PRESETS: dict[str, FaultPlan] = {
+    "none": FaultPlan(),
+    # What a bad day on a real API looks like: every kind of fault, all recoverable quickly.
+    "flaky": FaultPlan(
+        seed=1,
+        http_error_rate=0.05,
+        errored_rate=0.03,
+        non_retryable_error_share=0.2,
+        expired_rate=0.01,
+        canceled_rate=0.01,
+        truncated_results_rate=0.1,
+        retry_after_ms=5,
+    ),
+    # Stress: many faults of every kind, including batches that stall until canceled or expired.
+    "chaos": FaultPlan(
+        seed=2,
+        http_error_rate=0.2,
+        errored_rate=0.12,
+        non_retryable_error_share=0.25,
+        expired_rate=0.06,
+        canceled_rate=0.06,
+        stalled_batch_rate=0.05,
+        truncated_results_rate=0.2,
+        retry_after_ms=1,
+    ),
+}
+"""Named fault plans for ``--faults``: ``none``, ``flaky`` (the demo's) and ``chaos``."""
+
 
 class EmulatorConfig(BaseModel):
     """Everything that shapes one emulator instance.

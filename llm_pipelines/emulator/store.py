@@ -29,6 +29,11 @@ EXPIRY_S = 24 * 3600
 
 Status = Literal["in_progress", "canceling", "ended"]
 OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+RETRYABLE_FAULTS = (
+    ("overloaded_error", "emulated fault: overloaded, try again"),
+    ("api_error", "emulated fault: internal server error"),
+)
+"""Request errors the fault plan injects that a retry in a later batch can fix."""
 
 
 def rfc3339(epoch: float | None) -> str | None:
@@ -95,6 +100,8 @@ class EmulatorStore:
         self._cache_path = self.root / "prompt_cache.json"
         self._cache_lock = FileLock(str(self.root / "prompt_cache.lock"))
         self._clock_path = self.root / "clock.json"
+        self._fault_log = self.root / "faults.jsonl"
+        self._fault_streams = self.root / "fault_streams.json"
 
     # -- clock -------------------------------------------------------------------------------
 
@@ -111,6 +118,41 @@ class EmulatorStore:
         with FileLock(str(self._clock_path) + ".lock"):
             offset = self.now() - time.time() + seconds
             atomic_write(self._clock_path, orjson.dumps({"offset_s": offset}))
+
+    # -- fault accounting --------------------------------------------------------------------
+
+    def next_fault_stream(self) -> int:
+        """A fresh number for an emulator instance's HTTP-fault draws.
+
+        Every client (each asset run, each process) builds its own emulator instance; seeding
+        each from the plan's seed alone would replay the same first faults in every one.
+        """
+        with FileLock(str(self._fault_streams) + ".lock"):
+            try:
+                stream = int(orjson.loads(self._fault_streams.read_bytes())["next"])
+            except (FileNotFoundError, ValueError, KeyError):
+                stream = 0
+            atomic_write(self._fault_streams, orjson.dumps({"next": stream + 1}))
+        return stream
+
+    def record_faults(self, kind: str, count: int = 1) -> None:
+        """Note injected faults in the shared log, so every process's faults are counted."""
+        if count:
+            # One short O_APPEND write per call: lines from concurrent processes never mix.
+            with open(self._fault_log, "ab") as log:
+                log.write(orjson.dumps({"kind": kind, "n": count}) + b"\n")
+
+    def fault_totals(self) -> dict[str, int]:
+        """Injected faults so far, by kind (``http_429``, ``errored_overloaded_error``, ...)."""
+        totals: dict[str, int] = {}
+        try:
+            with open(self._fault_log, "rb") as log:
+                for line in log:
+                    entry = orjson.loads(line)
+                    totals[entry["kind"]] = totals.get(entry["kind"], 0) + entry["n"]
+        except FileNotFoundError:
+            pass
+        return totals
 
     # -- prompt cache ------------------------------------------------------------------------
 
@@ -170,6 +212,8 @@ class EmulatorStore:
             request_count=count,
         )
         self._write(record)
+        if record.ends_at is None:
+            self.record_faults("stalled_batch")
         return record
 
     def get_batch(self, batch_id: str) -> BatchRecord:
@@ -228,6 +272,7 @@ class EmulatorStore:
         else:
             limit, leftover = record.request_count, "expired"
         counts = dict.fromkeys(OUTCOMES, 0)
+        injected: dict[str, int] = {}
         results = self.results_path(record.id)
         temporary = results.with_name(".tmp-results.jsonl")
         with (
@@ -242,6 +287,9 @@ class EmulatorStore:
                     outcome: dict[str, Any] = {"type": leftover}
                 else:
                     outcome = self._outcome(record.id, custom_id, item["params"], cache, now)
+                    if "fault" in outcome:
+                        kind = outcome.pop("fault")
+                        injected[kind] = injected.get(kind, 0) + 1
                 counts[outcome["type"]] += 1
                 sink.write(orjson.dumps({"custom_id": custom_id, "result": outcome}))
                 sink.write(b"\n")
@@ -250,6 +298,8 @@ class EmulatorStore:
         record.ended_at = now
         record.counts = counts
         self._write(record)
+        for kind, count in injected.items():
+            self.record_faults(kind, count)
 
     def _outcome(
         self, batch_id: str, custom_id: str, params: dict[str, Any], cache: PromptCache, now: float
@@ -260,14 +310,16 @@ class EmulatorStore:
             roll = draw.random()
             if roll < faults.errored_rate:
                 if draw.random() < faults.non_retryable_error_share:
-                    return errored("invalid_request_error", "emulated fault: request rejected")
-                return errored("overloaded_error", "emulated fault: overloaded, try again")
+                    kind, message = "invalid_request_error", "emulated fault: request rejected"
+                else:
+                    kind, message = draw.choice(RETRYABLE_FAULTS)
+                return {**errored(kind, message), "fault": f"errored_{kind}"}
             roll -= faults.errored_rate
             if roll < faults.expired_rate:
-                return {"type": "expired"}
+                return {"type": "expired", "fault": "expired"}
             roll -= faults.expired_rate
             if roll < faults.canceled_rate:
-                return {"type": "canceled"}
+                return {"type": "canceled", "fault": "canceled"}
         request = validate_request(params)  # validated at creation; cannot fail here
         if not known_model(request.model):
             return errored("not_found_error", f"model: {request.model}")

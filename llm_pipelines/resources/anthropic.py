@@ -9,7 +9,8 @@ import anthropic
 import dagster as dg
 from pydantic import Field
 
-from llm_pipelines.providers.anthropic import AnthropicProvider
+from llm_pipelines.providers.anthropic import ANTHROPIC_LIMITS, AnthropicProvider
+from llm_pipelines.providers.base import BatchLimits
 
 DEFAULT_EMULATOR_DIR = ".llm_pipelines/emulator"
 
@@ -35,6 +36,17 @@ class AnthropicResource(dg.ConfigurableResource):
     )
     emulator_batch_latency_s: float = Field(
         default=0.0, ge=0, description="How long emulated batches stay in progress."
+    )
+    emulator_faults: str = Field(
+        default="",
+        description="Faults the in-process emulator injects: a preset (flaky, chaos) or a "
+        "YAML fault plan path; empty injects none.",
+    )
+    max_batch_requests: int = Field(
+        default=ANTHROPIC_LIMITS.max_requests,
+        ge=1,
+        le=ANTHROPIC_LIMITS.max_requests,
+        description="Requests per batch at most (lower it to spread work over more batches).",
     )
     max_retries: int = Field(default=5, ge=0, description="SDK retries on 429/5xx/529.")
     timeout_s: float = Field(default=600.0, gt=0, description="Per-request timeout.")
@@ -63,7 +75,7 @@ class AnthropicResource(dg.ConfigurableResource):
                 "LLM backend: Anthropic emulator over HTTP at %s (no API key set)", self.base_url
             )
             return anthropic.Anthropic(api_key="emulator", base_url=self.base_url, **options)
-        from llm_pipelines.emulator import EmulatorConfig, in_process_client
+        from llm_pipelines.emulator import EmulatorConfig, FaultPlan, in_process_client
 
         log.info(
             "LLM backend: embedded Anthropic emulator, in process, state in %s "
@@ -71,10 +83,13 @@ class AnthropicResource(dg.ConfigurableResource):
             self.emulator_dir,
         )
         config = EmulatorConfig(
-            state_dir=self.emulator_dir, batch_latency_s=self.emulator_batch_latency_s
+            state_dir=self.emulator_dir,
+            batch_latency_s=self.emulator_batch_latency_s,
+            faults=FaultPlan.resolve(self.emulator_faults),
         )
         return in_process_client(config, **options)
 
     def provider(self, log: logging.Logger | None = None) -> AnthropicProvider:
         """The batch provider adapter over :meth:`client`."""
-        return AnthropicProvider(self.client(log))
+        limits = BatchLimits(self.max_batch_requests, ANTHROPIC_LIMITS.max_bytes)
+        return AnthropicProvider(self.client(log), limits)

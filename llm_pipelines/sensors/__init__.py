@@ -1,12 +1,21 @@
 """Jobs, the batch completion sensor and the nightly schedule."""
 
 from llm_pipelines.sensors.batch_completion import batch_completion_sensor
-from llm_pipelines.sensors.jobs import collect_batch_results, daily_batch_cycle
+from llm_pipelines.sensors.jobs import (
+    cancel_batches_job,
+    collect_batch_results,
+    daily_batch_cycle,
+    replay_dead_letters_job,
+    resubmit_batch_retries,
+)
 from llm_pipelines.sensors.schedules import nightly_batch_cycle
 
 __all__ = [
     "batch_completion_sensor",
+    "cancel_batches_job",
     "collect_batch_results",
     "daily_batch_cycle",
     "nightly_batch_cycle",
+    "replay_dead_letters_job",
+    "resubmit_batch_retries",
 ]

@@ -19,6 +19,8 @@ DEAD_LETTER = "dead_letter"
 TASKS = "tasks"
 BATCHES = "batches"
 RESULTS = "results"
+RETRIES = "retries"
+ORPHANS = "orphans"
 
 TASKS_FILE = "tasks.parquet"
 """The one file of a ``tasks/`` partition, in dispatch order."""
@@ -89,6 +91,21 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 
+RETRIES_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),  # the attempt still to be made
+        pa.field("task_type", pa.string(), nullable=False),
+        pa.field("requested_model", pa.string(), nullable=False),
+        pa.field("request", pa.string(), nullable=False),  # canonical Messages API params
+        pa.field("reason", pa.string(), nullable=False),  # why the previous attempt failed
+        pa.field("source", pa.string()),  # provider batch id, or the replay run
+        pa.field("requested_at", TIMESTAMP, nullable=False),
+    ]
+)
+"""Tasks waiting to be submitted again: written by collection (retryable failures) and by
+the replay job (dead letters chosen by a person); packed by the next submission pass."""
+
 Stage = Literal["intake", "submit", "collect", "realtime", "reuse"]
 
 
@@ -116,6 +133,7 @@ class BatchManifest(BaseModel):
     submitted_at: datetime | None = None
     ended_at: datetime | None = None
     collected_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
     counts: dict[str, int] = Field(default_factory=dict)
 
     @property

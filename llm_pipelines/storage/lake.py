@@ -7,6 +7,7 @@ instead of adding a second copy, and a reader never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -114,6 +115,32 @@ class Lake:
         """Write a whole file atomically."""
         with self.open_atomic(path) as handle:
             handle.write(data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Write a small file only if nothing is at ``path``; True if this call created it.
+
+        The primitive behind leases: of many writers racing for one name, exactly one wins.
+        Local files: a complete temporary file hard-linked into place (``link`` fails if the
+        name exists). Object stores: a conditional PUT (``If-None-Match: *``, S3 since 2024).
+        """
+        parent = path.rsplit("/", 1)[0]
+        if not self._is_local:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        self.fs.makedirs(parent, exist_ok=True)
+        temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+        return True
 
     def read_bytes(self, path: str) -> bytes:
         """A whole (small) file."""

@@ -1,0 +1,65 @@
+"""Fixtures for the reliability tests: a Dagster instance on disk, resources with faults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from llm_pipelines.definitions import build_definitions
+from llm_pipelines.demo.workload import generate_tasks
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
+from llm_pipelines.sensors import daemon
+from llm_pipelines.storage import LandingZone
+
+
+@pytest.fixture
+def disk_instance() -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on disk (SQLite), shared by this process and its forked children."""
+    with daemon.scratch_dir("dagster-home-") as home, daemon.disk_instance(home) as instance:
+        yield instance
+
+
+@pytest.fixture
+def fault_resources(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Build lake + in-process emulator resources whose emulator follows a YAML fault plan."""
+
+    def build(plan: str = "", **anthropic: Any) -> dict[str, Any]:
+        faults = ""
+        if plan:
+            path = tmp_path / f"faults-{abs(hash(plan))}.yaml"
+            path.write_text(plan)
+            faults = str(path)
+        options = {"max_batch_requests": 40, "max_retries": 8, **anthropic}
+        return {
+            "lake": LakeResource(url=str(tmp_path / "lake")),
+            "cost_policy": CostPolicyResource(),
+            "anthropic": AnthropicResource(
+                emulator_dir=str(tmp_path / "emulator"), emulator_faults=faults, **options
+            ),
+        }
+
+    return build
+
+
+@pytest.fixture
+def start_day(day: str) -> Callable[..., dg.Definitions]:
+    """Land ``count`` demo tasks for the test day and run its daily cycle; the Definitions."""
+
+    def start(
+        resources: dict[str, Any], instance: dg.DagsterInstance, count: int, seed: int = 1
+    ) -> dg.Definitions:
+        LandingZone(resources["lake"].lake()).append(
+            generate_tasks(day, count, seed=seed), partition=day
+        )
+        defs = build_definitions(resources)
+        cycle = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
+            partition_key=day, instance=instance
+        )
+        assert cycle.success
+        return defs
+
+    return start

@@ -1,0 +1,218 @@
+"""Kill the process at each dangerous moment; the next run reconciles, nothing lost or doubled.
+
+Each crash is a real process death: the work runs in a forked child armed with a crash
+point (``os._exit`` there: no ``finally``, no flush), against a lake, an emulator and a
+Dagster instance on disk. The parent then does what Dagster would (mark the dead run failed,
+tick the sensor, retry the run) and checks the lake.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import orjson
+
+from llm_pipelines.crashpoints import CRASH_ENV, CRASH_EXIT_CODE, run_in_child
+from llm_pipelines.definitions import build_definitions
+from llm_pipelines.demo.workload import generate_tasks
+from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
+from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
+from llm_pipelines.sensors import daemon
+from llm_pipelines.storage import LandingZone, read_manifests
+from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+
+
+def _land(resources, day: str, count: int) -> None:
+    LandingZone(resources["lake"].lake()).append(generate_tasks(day, count, seed=21), partition=day)
+
+
+def _cycle(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> bool:
+    job = defs.resolve_job_def("daily_batch_cycle")
+    return job.execute_in_process(partition_key=day, instance=instance).success
+
+
+def _emulator(resources) -> EmulatorStore:
+    return EmulatorStore(EmulatorConfig(state_dir=resources["anthropic"].emulator_dir))
+
+
+def _assert_clean(resources, day: str, ledger: Ledger) -> None:
+    """Every task ended once (answered or dead-lettered); no result row twice."""
+    lake = resources["lake"].lake()
+    assert ledger.holds and ledger.open == 0, ledger
+    assert ledger.succeeded + ledger.dead_lettered == ledger.valid, ledger
+    results = lake.read_table(lake.files(RESULTS, day, ".parquet"), ["task_id"], RESULTS_SCHEMA)
+    counts = collections.Counter(results["task_id"].to_pylist())
+    assert len(counts) == ledger.succeeded and max(counts.values()) == 1
+
+
+def _unnamed_batches(resources, day: str) -> set[str]:
+    """Provider batches no manifest names: the duplicates a crash may leave."""
+    named = {m.provider_batch_id for m in read_manifests(resources["lake"].lake(), day)}
+    return set(_emulator(resources).list_batch_ids()) - named
+
+
+def test_crash_after_batch_created_costs_one_batch_found_and_canceled(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    # Batches stay in progress for an hour of emulated time, so the duplicate is running.
+    resources = fault_resources(emulator_batch_latency_s=3600)
+    defs = build_definitions(resources)
+    lake = resources["lake"].lake()
+    _land(resources, day, 120)
+
+    crashed = run_in_child(
+        lambda: _cycle(defs, disk_instance, day), crash_at="submit.after_create:2"
+    )
+    assert crashed.crashed
+    assert daemon.fail_dead_runs(disk_instance, "worker killed") == 1
+    manifests = read_manifests(lake, day)
+    assert [m.provider_batch_id is None for m in manifests].count(True) == 1, "one intent left"
+    [orphan] = _unnamed_batches(resources, day)
+
+    # The run retry reconciles: the duplicate is found by listing and canceled.
+    assert _cycle(defs, disk_instance, day)
+    [record_path] = lake.files(ORPHANS, day, ".json")
+    record = lake.read_json(record_path)
+    assert record["provider_batch_id"] == orphan and record["action"] == "canceled"
+    assert _emulator(resources).get_batch(orphan).processing_status in ("canceling", "ended")
+    assert all(m.provider_batch_id for m in read_manifests(lake, day))
+
+    _emulator(resources).advance_clock(3600)
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    assert _unnamed_batches(resources, day) == {orphan}, "at most one duplicate batch per crash"
+
+
+def test_crash_after_results_read_before_written_collects_again_once(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
+) -> None:
+    resources = fault_resources()
+    defs = start_day(resources, disk_instance, 100, seed=21)
+    first = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
+    assert len(first) > 1
+
+    crashed = run_in_child(
+        lambda: daemon.launch(defs, disk_instance, first[0]).success,
+        crash_at="collect.after_read",
+    )
+    assert crashed.crashed
+    daemon.fail_dead_runs(disk_instance, "worker killed")
+    lake = resources["lake"].lake()
+    assert partition_ledger(lake, day).in_flight > 0, "nothing of that batch was published"
+
+    again = daemon.tick(disk_instance, resources).run_requests
+    assert f"{first[0].run_key}-retry1" in {r.run_key for r in again}
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+
+
+def test_crash_after_results_written_needs_no_second_collection(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
+) -> None:
+    resources = fault_resources("seed: 4\nerrored_rate: 0.2\n")
+    defs = start_day(resources, disk_instance, 100, seed=21)
+    [request, *_] = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
+    crashed = run_in_child(
+        lambda: daemon.launch(defs, disk_instance, request).success,
+        crash_at="collect.after_results",
+    )
+    assert crashed.crashed
+    daemon.fail_dead_runs(disk_instance, "worker killed")
+    # Published means collected: its retries and dead letters count, the manifest is stale.
+    ledger = partition_ledger(resources["lake"].lake(), day)
+    assert ledger.holds, ledger
+    again = daemon.tick(disk_instance, resources).run_requests
+    assert not [r for r in again if r.tags.get("llm_pipelines/work") == request.run_key]
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+
+
+def test_crash_mid_sensor_tick_and_between_launches(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
+) -> None:
+    resources = fault_resources()
+    defs = start_day(resources, disk_instance, 140, seed=21)
+
+    # The sensor dies half-way through deciding: nothing was launched, nothing written.
+    mid_tick = run_in_child(
+        lambda: len(daemon.tick(disk_instance, resources).run_requests),
+        crash_at="sensor.mid_tick:2",
+    )
+    assert mid_tick.crashed
+
+    # The daemon dies between launching the first run of a tick and the rest.
+    def launch_one_then_die() -> None:
+        requests = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
+        assert daemon.launch(defs, disk_instance, requests[0]).success
+        os._exit(CRASH_EXIT_CODE)
+
+    assert run_in_child(launch_one_then_die).crashed
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    runs = disk_instance.get_runs(dg.RunsFilter(job_name="collect_batch_results"))
+    per_batch = collections.Counter(r.tags["llm_pipelines/batch_id"] for r in runs)
+    assert set(per_batch.values()) == {1}, "every batch collected by exactly one run"
+
+
+def test_crash_hook_kills_a_fresh_interpreter_through_the_environment(
+    tmp_path: Path, day: str, fault_resources
+) -> None:
+    resources = fault_resources()
+    lake = resources["lake"].lake()
+    _land(resources, day, 60)
+    settings = {
+        "lake": resources["lake"].url,
+        "emulator": resources["anthropic"].emulator_dir,
+        "day": day,
+        "home": str(tmp_path / "dagster_home"),
+    }
+    env = {**os.environ, CRASH_ENV: "submit.after_intent"}
+    worker = subprocess.run(
+        [sys.executable, str(WORKER), orjson.dumps(settings).decode()],
+        env=env,
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+    assert worker.returncode == CRASH_EXIT_CODE, worker.stderr.decode()[-2000:]
+    [intent] = read_manifests(lake, day)
+    assert intent.provider_batch_id is None and not _emulator(resources).list_batch_ids()
+
+    with daemon.disk_instance(settings["home"]) as instance:
+        daemon.fail_dead_runs(instance, "worker killed")
+        defs = build_definitions(resources)
+        assert _cycle(defs, instance, day)
+        _assert_clean(resources, day, daemon.drive(defs, instance, resources, day))
+    assert not lake.files(ORPHANS, day) and not _unnamed_batches(resources, day)
+
+
+def test_a_batch_that_only_looks_like_the_lost_one_is_left_alone(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    resources = fault_resources(max_batch_requests=1000)
+    defs = build_definitions(resources)
+    lake = resources["lake"].lake()
+    _land(resources, day, 60)
+    crashed = run_in_child(lambda: _cycle(defs, disk_instance, day), crash_at="submit.after_intent")
+    assert crashed.crashed
+    daemon.fail_dead_runs(disk_instance, "worker killed")
+    [intent] = read_manifests(lake, day)
+    # Someone else's batch: same size, created just after the intent, other custom_ids.
+    params = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    body = {
+        "requests": [
+            {"custom_id": f"other-{i}", "params": params} for i in range(intent.request_count)
+        ]
+    }
+    stranger = resources["anthropic"].provider().create_batch(orjson.dumps(body))
+    assert _cycle(defs, disk_instance, day)
+    assert not lake.files(ORPHANS, day), "its results name other tasks: not our orphan"
+    assert _emulator(resources).get_batch(stranger.id).counts["succeeded"] == intent.request_count
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
