@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -100,6 +101,14 @@ def content_task_id(task_type: str, request_json: bytes) -> str:
     """A custom_id-safe id derived from the task's content."""
     digest = hashlib.blake2b(task_type.encode() + b"\x00" + request_json, digest_size=16)
     return "t_" + digest.hexdigest()
+
+
+def ids_digest(task_ids: Iterable[str]) -> str:
+    """A short name for a set of task ids (order does not matter), for per-unit file names."""
+    digest = hashlib.blake2b(digest_size=8)
+    for task_id in sorted(task_ids):
+        digest.update(task_id.encode() + b"\x00")
+    return digest.hexdigest()
 
 
 def prompt_chars(params: dict[str, Any]) -> int:

@@ -49,7 +49,7 @@ def realtime_results(
             "answered": stats.answered,
             "dead_lettered": stats.dead_lettered,
             "chunks_written": stats.chunks_written,
-            "chunks_already_done": stats.chunks_skipped,
+            "already_answered": stats.already_answered,
             "cost_usd": round(totals.cost_usd, 6),
             "sync_cost_usd": round(totals.sync_cost_usd, 6),
             "dagster/row_count": stats.answered,

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
+from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.providers.base import BatchProvider
 from llm_pipelines.routing import REALTIME
 from llm_pipelines.routing.route import TASKS_FILE
@@ -35,6 +36,7 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.tasks import ids_digest
 
 REALTIME_CHUNK = 500
 """Tasks per realtime results file: the unit that a crash can make us redo."""
@@ -47,18 +49,25 @@ class RealtimeStats:
     tasks: int = 0
     answered: int = 0
     dead_lettered: int = 0
-    chunks_skipped: int = 0
+    already_answered: int = 0
     chunks_written: int = 0
     totals: ResultTotals | None = None
 
 
-def _realtime_chunks(lake: Lake, partition: str) -> Iterator[pa.Table]:
+def _realtime_chunks(
+    lake: Lake, partition: str, done: pa.Array, stats: RealtimeStats
+) -> Iterator[pa.Table]:
+    """Real-time tasks not yet dispatched (``done``), in chunks of :data:`REALTIME_CHUNK`."""
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
     pending: list[pa.RecordBatch] = []
     rows = 0
     for batch in lake.iter_batches([path], columns, batch_size=REALTIME_CHUNK):
         batch = batch.filter(pc.equal(batch["route"], REALTIME))
+        if len(done):
+            fresh = pc.invert(pc.is_in(batch["task_id"], value_set=done))
+            stats.already_answered += batch.num_rows - (pc.sum(fresh).as_py() or 0)
+            batch = batch.filter(fresh)
         pending.append(batch)
         rows += batch.num_rows
         while rows >= REALTIME_CHUNK:
@@ -110,17 +119,18 @@ def answer_partition(
 ) -> RealtimeStats:
     """Answer every real-time task of a partition, one results file per chunk.
 
-    A chunk whose results file exists was answered by an earlier run and is skipped, so a
-    re-run (or a retry after a crash) redoes at most the chunk that was interrupted.
+    Tasks that already have a result or a dead letter, or sit in a batch, are skipped: a
+    re-run (or a retry after a crash) asks only what is still unanswered, and a task
+    re-routed after it was dispatched is never answered twice. Each chunk's files are named
+    by a digest of its task ids, so new real-time tasks of a day get new files.
     """
     stats = RealtimeStats(totals=ResultTotals())
+    done = PartitionState.load(lake, partition).dispatched_ids(lake)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="realtime") as pool:
-        for index, chunk in enumerate(_realtime_chunks(lake, partition)):
+        for chunk in _realtime_chunks(lake, partition, done, stats):
             stats.tasks += chunk.num_rows
-            results_path = lake.path(RESULTS, partition, f"realtime-{index:05d}.parquet")
-            if lake.exists(results_path):
-                stats.chunks_skipped += 1
-                continue
+            unit = ids_digest(chunk["task_id"].to_pylist())
+            results_path = lake.path(RESULTS, partition, f"realtime-{unit}.parquet")
             requests = chunk["request"].to_pylist()
             answers: list[tuple[dict[str, Any] | None, str | None]] = [(None, None)] * len(requests)
             for wave in cache_waves(chunk["prefix_key"].to_pylist()):
@@ -130,7 +140,7 @@ def answer_partition(
                 ):
                     answers[position] = answer
             collected_at = utcnow()
-            dead_path = dead_letter_path(lake, partition, "realtime", f"{index:05d}")
+            dead_path = dead_letter_path(lake, partition, "realtime", unit)
             with (
                 write_results(lake, results_path, prices) as results,
                 write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,

@@ -22,6 +22,7 @@ from llm_pipelines.storage.datasets import (
     DEAD_LETTER,
     DEAD_LETTER_SCHEMA,
     RESULTS,
+    RESULTS_SCHEMA,
     RETRIES,
     RETRIES_SCHEMA,
     BatchManifest,
@@ -96,6 +97,27 @@ class PartitionState:
         """``(task_id, attempt)`` of every task the provider was given (at ``attempt``)."""
         chosen = [m for m in self.submitted if attempt is None or m.attempt == attempt]
         return _pairs(lake, chosen)
+
+    def dispatched_ids(self, lake: Lake) -> pa.Array:
+        """Task ids a dispatch path has already taken, whatever their route says today.
+
+        A result row, a committed dead letter past intake, or a place in a batch (submitted
+        or an intent). Real-time answering, first submission and reuse skip these, so
+        routing a day again (a new "now" moves a deadline; late events re-sort the file)
+        can never send a task a second time or give it a second terminal row.
+        """
+        results = lake.read_table(
+            lake.files(RESULTS, self.partition, ".parquet"), ["task_id"], schema=RESULTS_SCHEMA
+        )["task_id"]
+        dead = lake.read_table(
+            self.committed_dead_letter_files(lake),
+            ["task_id", "stage"],
+            schema=DEAD_LETTER_SCHEMA,
+        )
+        dead = dead.filter(pc.not_equal(dead["stage"], "intake"))["task_id"]
+        batched = _pairs(lake, self.submitted + self.intents)["task_id"]
+        parts = [c.combine_chunks().cast(pa.string()) for c in (results, dead, batched)]
+        return pc.drop_null(pc.unique(pa.concat_arrays(parts)))
 
     def in_flight_ids(self, lake: Lake) -> pa.Array:
         """Task ids in batches not yet collected (a task twice in flight appears twice)."""

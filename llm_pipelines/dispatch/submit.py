@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,10 +35,10 @@ from llm_pipelines.storage.datasets import (
     read_manifests,
     utcnow,
     write_manifest,
-    write_rows,
 )
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.storage.lease import DEFAULT_LEASE_TTL_S, PartitionLease, partition_lease
+from llm_pipelines.tasks import ids_digest
 
 __all__ = ["SIDECAR_SCHEMA", "SubmitStats", "batch_key", "sidecar_ids", "submit_partition"]
 
@@ -223,7 +224,7 @@ def _fresh(lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats) 
         chunk = chunk.filter(pc.equal(chunk["route"], BATCH))
         if len(submitted):
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
-            stats.already_submitted += chunk.num_rows - pc.sum(fresh).as_py()
+            stats.already_submitted += chunk.num_rows - (pc.sum(fresh).as_py() or 0)
             chunk = chunk.filter(fresh)
         yield from _items(chunk)
 
@@ -282,9 +283,11 @@ def submit_partition(
     ) as lease:
         state = PartitionState.load(lake, partition)
         reconcile_intents(lake, provider, state, stats)
-        first = state.submitted_pairs(lake, attempt=1)["task_id"].combine_chunks()
+        # Anything already in a batch, answered or dead-lettered is not sent again, whatever
+        # route a later routing pass gave it.
+        taken = state.dispatched_ids(lake)
         _submit_stream(
-            lake, provider, partition, 1, _fresh(lake, partition, first, stats), lease, stats
+            lake, provider, partition, 1, _fresh(lake, partition, taken, stats), lease, stats
         )
         pending = pending_retry_pairs(lake, state)
         files = state.committed_retry_files(lake)
@@ -303,26 +306,32 @@ def _submit_stream(
     lease: PartitionLease,
     stats: SubmitStats,
 ) -> None:
-    dead_path = dead_letter_path(lake, partition, "submit", f"a{attempt}")
-    with write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
-        for item in pack(items, provider.limits):
-            if isinstance(item, Oversized):
-                stats.oversized += 1
-                dead.add(
-                    dead_letter_row(
-                        stage="submit",
-                        task_id=item.custom_id,
-                        attempt=attempt,
-                        reason=(
-                            f"request is {item.size:,} bytes serialised; a batch holds at most "
-                            f"{provider.limits.max_bytes:,}"
-                        ),
-                        payload=None,
-                        source=f"tasks/dt={partition}",
-                    )
+    oversized: list[dict[str, Any]] = []  # rare: requests over the whole batch limit
+    for item in pack(items, provider.limits):
+        if isinstance(item, Oversized):
+            stats.oversized += 1
+            oversized.append(
+                dead_letter_row(
+                    stage="submit",
+                    task_id=item.custom_id,
+                    attempt=attempt,
+                    reason=(
+                        f"request is {item.size:,} bytes serialised; a batch holds at most "
+                        f"{provider.limits.max_bytes:,}"
+                    ),
+                    payload=None,
+                    source=f"tasks/dt={partition}",
                 )
-                continue
-            _submit_one(lake, provider, partition, item, attempt, lease, stats)
+            )
+            continue
+        _submit_one(lake, provider, partition, item, attempt, lease, stats)
+    if oversized:
+        # Named by the tasks it holds: a later pass (which skips them) never overwrites it.
+        unit = f"a{attempt}-{ids_digest(row['task_id'] for row in oversized)}"
+        lake.write_table(
+            dead_letter_path(lake, partition, "submit", unit),
+            pa.Table.from_pylist(oversized, schema=DEAD_LETTER_SCHEMA),
+        )
 
 
 def _submit_one(

@@ -21,8 +21,6 @@ be replayed. Either way it ends in exactly one result or dead-letter row: conser
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
+from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.routing.policy import REUSE
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER,
@@ -43,6 +42,7 @@ from llm_pipelines.storage.datasets import (
     utcnow,
 )
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.tasks import ids_digest
 
 REUSE_INDEX = "reuse_index"
 """Dataset of answered requests: ``reuse_index/dt=D/<results file name>``."""
@@ -152,23 +152,8 @@ def _keys_of(lake: Lake, tasks_path: str, task_ids: pa.Array) -> pa.Table:
     return pa.Table.from_batches(parts) if parts else INDEX_SCHEMA.empty_table()
 
 
-def _terminal_ids(lake: Lake, partition: str) -> pa.Array:
-    results = lake.read_table(
-        lake.files(RESULTS, partition, ".parquet"), ["task_id"], schema=RESULTS_SCHEMA
-    )["task_id"]
-    dead = lake.read_table(
-        lake.files(DEAD_LETTER, partition, ".parquet"),
-        ["task_id", "stage"],
-        schema=DEAD_LETTER_SCHEMA,
-    )
-    dead = dead.filter(pc.not_equal(dead["stage"], "intake"))["task_id"]
-    return pa.concat_arrays(
-        [results.combine_chunks().cast(pa.string()), dead.combine_chunks().cast(pa.string())]
-    )
-
-
 def waiting_reuse(lake: Lake, partition: str) -> pa.Table:
-    """Reuse tasks of the partition that have neither a result nor a dead letter yet."""
+    """Reuse tasks of the partition that no dispatch path has taken yet."""
     tasks_path = _routed_with_keys(lake, partition)
     if tasks_path is None:
         return pa.table({})
@@ -181,15 +166,10 @@ def waiting_reuse(lake: Lake, partition: str) -> pa.Table:
     table = pa.Table.from_batches(parts) if parts else pa.table({})
     if table.num_rows == 0:
         return table
-    done = _terminal_ids(lake, partition)
+    # Answered, dead-lettered or in a batch: a task routed here only after it was dispatched
+    # elsewhere (the day was routed again) must not get a second row.
+    done = PartitionState.load(lake, partition).dispatched_ids(lake)
     return table.filter(pc.invert(pc.is_in(table["task_id"], value_set=done)))
-
-
-def _digest(task_ids: Iterable[str]) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for task_id in sorted(task_ids):
-        digest.update(task_id.encode() + b"\x00")
-    return digest.hexdigest()
 
 
 def resolve_reuse(lake: Lake, partition: str, prices: PriceTable) -> ReuseStats:
@@ -274,7 +254,7 @@ def _write_reused(
     # Named by source file and by the exact set of tasks: writing the same set again (a
     # re-run, or two collection runs at once) replaces the file rather than doubling rows.
     stem = source_name.removesuffix(".parquet")
-    digest = _digest(priced["task_id"].to_pylist())
+    digest = ids_digest(priced["task_id"].to_pylist())
     name = f"{REUSE_PREFIX}{source_partition}-{stem}-{digest}.parquet"
     lake.write_table(lake.path(RESULTS, partition, name), priced)
     stats.reused += rows
@@ -320,5 +300,5 @@ def _dead_letter_failed_sources(
         ],
         schema=DEAD_LETTER_SCHEMA,
     )
-    lake.write_table(dead_letter_path(lake, partition, "reuse", _digest(ids)), rows)
+    lake.write_table(dead_letter_path(lake, partition, "reuse", ids_digest(ids)), rows)
     stats.dead_lettered += rows.num_rows
