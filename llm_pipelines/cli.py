@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,7 +27,15 @@ def _demo(args: argparse.Namespace) -> int:
     _quiet_dagster_warnings()
     from llm_pipelines.demo.progress import Reporter
     from llm_pipelines.demo.runner import DemoOptions, default_day, run_demo
+    from llm_pipelines.routing.policy import PolicyError, load_policy
 
+    if args.policy:
+        # A bad policy file is a usage error: say so before landing anything.
+        try:
+            load_policy(args.policy)
+        except PolicyError as error:
+            print(f"llm-pipelines demo: {error}", file=sys.stderr)
+            return 2
     lake = args.lake or tempfile.mkdtemp(prefix="llm-pipelines-demo-")
     emulator_dir = args.emulator_dir or str(Path(lake) / "_emulator")
     options = DemoOptions(
@@ -47,15 +56,18 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"llm_pipelines demo — {summary['date']} — lake: {summary['lake']}")
         print(
             f"  events landed {summary['events']:,}: valid {summary['valid']:,}, "
-            f"dead-lettered {summary['dead_lettered']:,}"
+            f"rejected at intake {summary['rejected_at_intake']:,}, "
+            f"repeats of a task already landed {summary['duplicates_dropped']:,}"
         )
         print(
-            f"  routed: {summary['batched']:,} to Message Batches ({summary['batches']} batches),"
+            f"  routed: {summary['batched']:,} to Message Batches "
+            f"({summary['batches']} batch(es) collected by this run),"
             f" {summary['realtime']:,} real-time, {summary['reused']:,} reusing an answer"
         )
         print(
-            f"  succeeded {summary['succeeded']:,}, lost {summary['lost']}, "
-            f"duplicated {summary['duplicated']}"
+            f"  succeeded {summary['succeeded']:,}, dead-lettered after intake "
+            f"{summary['dead_lettered'] - summary['rejected_at_intake']:,}, "
+            f"lost {summary['lost']}, duplicated {summary['duplicated']}"
         )
         if args.faults:
             print(
@@ -138,7 +150,9 @@ def _serve(args: argparse.Namespace) -> int:
     if config.faults.active:
         print(f"  injecting faults: {config.faults.model_dump_json(exclude_defaults=True)}")
     print(
-        f"  point the SDK or the pipeline at it: ANTHROPIC_BASE_URL=http://{args.host}:{args.port}"
+        f"  point the pipeline at it: ANTHROPIC_BASE_URL=http://{args.host}:{args.port}\n"
+        f"  your own SDK code: anthropic.Anthropic(base_url=..., api_key='emulator') "
+        "(any key; the SDK will not send none)"
     )
     serve(config, host=args.host, port=args.port)
     return 0

@@ -51,6 +51,9 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
         sensors=[batch_completion_sensor, *workloads.SENSORS],
         schedules=[nightly_batch_cycle, *workloads.SCHEDULES],
         resources={**default_resources(), **(resources or {})},
+        # The steps wait on I/O (the lake, the API): running them in the run's own process
+        # saves a Python start-up (seconds) per step. A deployment can set its own executor.
+        executor=dg.in_process_executor,
     )
 
 

@@ -137,6 +137,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "events": options.events,
         "valid": ledger.valid,
         "dead_lettered": ledger.dead_lettered + ledger.intake_rejected,
+        "rejected_at_intake": ledger.intake_rejected,
+        "duplicates_dropped": options.events - ledger.valid - ledger.intake_rejected,
         "batched": routes["batch"],
         "realtime": routes["realtime"],
         "reused": routes["reuse"],
