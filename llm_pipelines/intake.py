@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
+from llm_pipelines.jsonl import iter_lines, read_blocks
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS,
@@ -17,13 +20,18 @@ from llm_pipelines.storage.datasets import (
     LANDING,
     dead_letter_path,
     dead_letter_row,
+    utf8_array,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.tasks import LLMTask, canonical_json, prompt_chars
+from llm_pipelines.tasks import LLMTask, TaskFields, canonical_json, content_task_id, fast_task
 
 EVENTS_FILE = "events.parquet"
 MAX_REASON_CHARS = 600
+CHUNK_ROWS = 4_096
+CHUNK_BYTES = 16 * 1024 * 1024
+"""An events chunk is written at this many rows or request bytes, whichever comes first."""
+READ_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -48,11 +56,13 @@ def explain(error: ValidationError) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
-def parse_line(
+def validate_line(
     line: bytes, known_models: frozenset[str] | None = None
-) -> tuple[dict[str, Any] | None, str | None]:
-    """Decode one landing line; return the event row or the reason it was rejected.
+) -> tuple[TaskFields | None, str | None]:
+    """Decode and validate one landing line; return its fields or the reason it was rejected.
 
+    The common shape is checked by :func:`~llm_pipelines.tasks.fast_task`; everything else,
+    and every reject, goes through :class:`LLMTask`, whose rules and wording decide.
     ``known_models`` (default: the price table's) rejects a model nobody can price or serve.
     """
     try:
@@ -61,31 +71,44 @@ def parse_line(
         return None, f"not valid JSON: {error}"
     if not isinstance(raw, dict):
         return None, f"expected a JSON object, got {type(raw).__name__}"
-    try:
-        task = LLMTask.model_validate(raw)
-    except ValidationError as error:
-        return None, explain(error)
+    fields = fast_task(raw)
+    if fields is None:
+        try:
+            fields = LLMTask.model_validate(raw).fields()
+        except ValidationError as error:
+            return None, explain(error)
     models = known_models if known_models is not None else _default_models()
-    if task.model not in models:
+    if fields.model not in models:
         return None, (
-            f"model: {task.model!r} is not in the price table (known: {', '.join(sorted(models))})"
+            f"model: {fields.model!r} is not in the price table "
+            f"(known: {', '.join(sorted(models))})"
         )
-    params = task.request_params()
-    request = canonical_json(params)
+    return fields, None
+
+
+def parse_line(
+    line: bytes, known_models: frozenset[str] | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Decode one landing line; return the event row (without ``source``) or the reason."""
+    fields, reason = validate_line(line, known_models)
+    if fields is None:
+        return None, reason
+    request = canonical_json(fields.params)
     return {
-        "task_id": task.resolved_task_id(request),
-        "task_type": task.task_type,
-        "model": task.model,
-        "max_tokens": task.max_tokens,
-        "priority": task.priority,
-        "deadline": task.deadline,
-        "requires_realtime": task.requires_realtime,
-        "prompt_chars": prompt_chars(params),
+        "task_id": fields.task_id or content_task_id(fields.task_type, request),
+        "task_type": fields.task_type,
+        "model": fields.model,
+        "max_tokens": fields.max_tokens,
+        "priority": fields.priority,
+        "deadline": fields.deadline,
+        "requires_realtime": fields.requires_realtime,
+        "prompt_chars": fields.prompt_chars,
         "request": request.decode(),
-        "metadata": orjson.dumps(task.metadata).decode() if task.metadata else None,
+        "metadata": orjson.dumps(fields.metadata).decode() if fields.metadata else None,
     }, None
 
 
+@cache
 def _default_models() -> frozenset[str]:
     return frozenset(default_price_table().models)
 
@@ -93,21 +116,69 @@ def _default_models() -> frozenset[str]:
 def iter_landing_lines(lake: Lake, partition: str) -> Iterator[tuple[str, int, bytes]]:
     """Every non-blank line of a partition's landing files, with its file and line number."""
     for path in lake.files(LANDING, partition, ".jsonl"):
+        name = path.rsplit("/", 1)[1]
         with lake.fs.open(path, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
+            for number, line in enumerate(iter_lines(read_blocks(handle, READ_BLOCK_BYTES)), 1):
                 stripped = line.strip()
                 if stripped:
-                    yield path.rsplit("/", 1)[1], number, stripped
+                    yield name, number, stripped
+
+
+class EventChunk:
+    """Validated events gathered column by column, then handed to parquet as one batch.
+
+    Columns (not a dict per row) because building arrow arrays from lists is several times
+    cheaper; the request column arrives as canonical JSON bytes and is joined in one copy.
+    """
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
+        self.request_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.columns["task_id"])
+
+    def add(self, task_id: str, fields: TaskFields, request: bytes, source: str) -> None:
+        """Append one event."""
+        c = self.columns
+        c["task_id"].append(task_id)
+        c["task_type"].append(fields.task_type)
+        c["model"].append(fields.model)
+        c["max_tokens"].append(fields.max_tokens)
+        c["priority"].append(fields.priority)
+        c["deadline"].append(fields.deadline)
+        c["requires_realtime"].append(fields.requires_realtime)
+        c["prompt_chars"].append(fields.prompt_chars)
+        c["request"].append(request)
+        c["metadata"].append(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
+        c["source"].append(source)
+        self.request_bytes += len(request)
+
+    def take(self) -> pa.RecordBatch:
+        """The gathered events as a record batch; the chunk starts empty again."""
+        arrays = []
+        for field in EVENTS_SCHEMA:
+            values = self.columns[field.name]
+            if field.name == "request":
+                arrays.append(utf8_array(values))  # orjson's output is valid UTF-8
+            else:
+                arrays.append(pa.array(values, field.type))
+            values.clear()
+        self.request_bytes = 0
+        return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
 
 
 def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
     """Validate and deduplicate one partition's landing zone into ``events/``.
 
-    Streams line by line; only the set of task ids seen is kept in memory. Re-running
-    replaces both the events file and the intake dead letters for the partition.
+    Streams line by line and writes in bounded chunks; the set of task ids seen (about 100
+    bytes per task) is the only state that grows with the partition. Re-running replaces
+    both the events file and the intake dead letters for the partition.
     """
     stats = IntakeStats(landing_files=len(lake.files(LANDING, partition, ".jsonl")))
+    models = _default_models()
     seen: set[str] = set()
+    chunk = EventChunk()
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
     with (
@@ -117,25 +188,28 @@ def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
         for name, number, line in iter_landing_lines(lake, partition):
             stats.lines += 1
             stats.landing_bytes += len(line) + 1
-            source = f"{name}:{number}"
-            row, reason = parse_line(line)
-            if row is None:
+            fields, reason = validate_line(line, models)
+            if fields is None:
                 stats.invalid += 1
                 dead.add(
                     dead_letter_row(
                         stage="intake",
                         reason=reason or "invalid",
                         payload=line.decode("utf-8", errors="replace"),
-                        source=source,
+                        source=f"{name}:{number}",
                     )
                 )
                 continue
-            if row["task_id"] in seen:
+            request = canonical_json(fields.params)
+            task_id = fields.task_id or content_task_id(fields.task_type, request)
+            if task_id in seen:
                 # At-least-once producers: a repeat of a task already taken is not new work.
                 stats.duplicates += 1
                 continue
-            seen.add(row["task_id"])
-            row["source"] = source
-            events.add(row)
-            stats.valid += 1
+            seen.add(task_id)
+            chunk.add(task_id, fields, request, f"{name}:{number}")
+            if len(chunk) >= CHUNK_ROWS or chunk.request_bytes >= CHUNK_BYTES:
+                events.add_batch(chunk.take())
+        events.add_batch(chunk.take())
+    stats.valid = events.rows
     return stats

@@ -71,32 +71,42 @@ class ResultTotals:
 
 
 class ResultsWriter:
-    """Buffers result rows, prices each chunk and streams it to parquet."""
+    """Buffers result rows column by column, prices each chunk and streams it to parquet."""
 
     def __init__(self, writer: Any, prices: PriceTable) -> None:
         self._writer = writer
         self._prices = prices
-        self._buffer: list[dict[str, Any]] = []
+        # One list per column: arrow builds arrays from lists far faster than from row dicts.
+        self._columns: dict[str, list[Any]] = {name: [] for name in _UNCOSTED.names}
+        self._appends = [(name, values.append) for name, values in self._columns.items()]
+        self._buffered = 0
         self.totals = ResultTotals()
 
     def add(self, row: dict[str, Any]) -> None:
         """Queue one result row."""
-        self._buffer.append(row)
-        if len(self._buffer) >= RESULT_CHUNK_ROWS:
+        for name, append in self._appends:
+            append(row[name])
+        self._buffered += 1
+        if self._buffered >= RESULT_CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Price and write what is buffered."""
-        if not self._buffer:
+        if not self._buffered:
             return
-        table = self._prices.with_cost_columns(pa.Table.from_pylist(self._buffer, schema=_UNCOSTED))
+        chunk = pa.Table.from_arrays(
+            [pa.array(self._columns[f.name], f.type) for f in _UNCOSTED], schema=_UNCOSTED
+        )
+        table = self._prices.with_cost_columns(chunk)
         self._writer.write_table(table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA))
         self.totals.rows += table.num_rows
         self.totals.cost_usd += pc.sum(table["cost_usd"]).as_py() or 0.0
         self.totals.sync_cost_usd += pc.sum(table["sync_cost_usd"]).as_py() or 0.0
         self.totals.input_tokens += pc.sum(table["input_tokens"]).as_py() or 0
         self.totals.output_tokens += pc.sum(table["output_tokens"]).as_py() or 0
-        self._buffer.clear()
+        for values in self._columns.values():
+            values.clear()
+        self._buffered = 0
 
 
 @contextlib.contextmanager

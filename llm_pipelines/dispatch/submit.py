@@ -80,7 +80,8 @@ def batch_key(custom_ids: list[str], attempt: int) -> str:
 
 def _unsubmitted(
     lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
-) -> Iterator[tuple[str, bytes, tuple[str, str, str]]]:
+) -> Iterator[pa.RecordBatch]:
+    """Batch-routed tasks not yet named by a manifest, chunk by chunk, ready for :func:`pack`."""
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
     for chunk in lake.iter_batches([path], columns):
@@ -92,14 +93,7 @@ def _unsubmitted(
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
             stats.already_submitted += chunk.num_rows - pc.sum(fresh).as_py()
             chunk = chunk.filter(fresh)
-        for task_id, request, task_type, requested in zip(
-            chunk["task_id"].to_pylist(),
-            chunk["request"].to_pylist(),
-            chunk["task_type"].to_pylist(),
-            chunk["requested_model"].to_pylist(),
-            strict=True,
-        ):
-            yield task_id, request.encode(), (task_id, task_type, requested)
+        yield chunk.select(["task_id", "request", *SIDECAR_SCHEMA.names[1:]])
 
 
 def submit_partition(
@@ -119,7 +113,10 @@ def submit_partition(
     )
     dead_path = dead_letter_path(lake, partition, "submit", f"a{attempt}")
     with write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
-        for item in pack(_unsubmitted(lake, partition, submitted, stats), provider.limits):
+        unsubmitted = _unsubmitted(lake, partition, submitted, stats)
+        for item in pack(
+            unsubmitted, provider.limits, id_column="task_id", params_column="request"
+        ):
             if isinstance(item, Oversized):
                 stats.oversized += 1
                 dead.add(
@@ -144,29 +141,27 @@ def _submit_one(
     lake: Lake,
     provider: BatchProvider,
     partition: str,
-    packed: PackedBatch[tuple[str, str, str]],
+    packed: PackedBatch,
     attempt: int,
     stats: SubmitStats,
 ) -> None:
     body = packed.close()
+    sidecar = packed.rows.select(SIDECAR_SCHEMA.names).cast(SIDECAR_SCHEMA)
     manifest = BatchManifest(
-        key=batch_key(packed.custom_ids, attempt),
+        key=batch_key(sidecar["task_id"].to_pylist(), attempt),
         partition=partition,
         provider=provider.name,
         attempt=attempt,
-        request_count=len(packed.custom_ids),
+        request_count=sidecar.num_rows,
         payload_bytes=len(body),
         intent_at=utcnow(),
     )
-    lake.write_table(
-        lake.path(BATCHES, partition, manifest.tasks_name),
-        pa.Table.from_pylist(
-            [dict(zip(SIDECAR_SCHEMA.names, meta, strict=True)) for meta in packed.metas],
-            schema=SIDECAR_SCHEMA,
-        ),
-    )
+    lake.write_table(lake.path(BATCHES, partition, manifest.tasks_name), sidecar)
     write_manifest(lake, manifest)  # the intent: written before the provider knows
-    status = provider.create_batch(body)
+    try:
+        status = provider.create_batch(body)
+    finally:
+        body.discard()
     manifest.provider_batch_id = status.id
     manifest.submitted_at = utcnow()
     write_manifest(lake, manifest)

@@ -46,13 +46,25 @@ class RequestResult:
     error_message: str | None = None
 
 
+class RequestBody(Protocol):
+    """A serialised batch body that can be read more than once (an SDK retry sends it again)."""
+
+    def __len__(self) -> int:
+        """Bytes in the body."""
+        ...
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The body's bytes from the start, in chunks."""
+        ...
+
+
 class BatchProvider(Protocol):
     """Submit, poll, stream results, cancel, and call synchronously."""
 
     name: str
     limits: BatchLimits
 
-    def create_batch(self, body: bytes) -> BatchStatus:
+    def create_batch(self, body: bytes | RequestBody) -> BatchStatus:
         """Create a batch from a serialised request body."""
         ...
 

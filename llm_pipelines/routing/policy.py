@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -157,7 +157,17 @@ def mark_cacheable_system(params: dict[str, Any], ttl: CacheTTL, min_tokens: int
         return None
     blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral", "ttl": ttl}}
     params["system"] = blocks
-    digest = hashlib.blake2b(f"{params['model']}\x00{text}".encode(), digest_size=8)
+    return prefix_key(params["model"], text)
+
+
+@lru_cache(maxsize=4_096)
+def prefix_key(model: str, system_text: str) -> str:
+    """The key of a cached prefix: a hash of model and system text.
+
+    Memoised: the point of a cached prefix is that many requests share it, and hashing a
+    long system prompt per request was a large share of routing time.
+    """
+    digest = hashlib.blake2b(f"{model}\x00{system_text}".encode(), digest_size=8)
     return digest.hexdigest()
 
 

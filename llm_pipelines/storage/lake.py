@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import fsspec
@@ -16,8 +18,89 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-READ_BATCH_ROWS = 16_384
-"""Rows per record batch when streaming a dataset: bounded memory, big enough to be fast."""
+READ_BATCH_ROWS = 4_096
+"""Rows per record batch when streaming a dataset: bounded memory (a few thousand requests of
+a few kB each), big enough to be fast."""
+
+PLAIN_ENCODING = {b"encoding": b"plain"}
+"""Field metadata for text columns that are (nearly) unique per row, such as a whole request:
+dictionary-encoding them only costs time and memory, so they are written plain."""
+
+WRITES_IN_FLIGHT = 2
+"""Chunks a parquet writer may hold while its thread encodes and compresses them."""
+
+
+class BackgroundParquetWriter:
+    """A ``pq.ParquetWriter`` whose encoding and compression run on a second thread.
+
+    pyarrow releases the GIL while it writes, so the caller can build the next chunk in Python
+    while this one is compressed. At most :data:`WRITES_IN_FLIGHT` chunks wait, which bounds
+    the memory held; an error in the thread is raised by the next call.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self._writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The file's arrow schema."""
+        return self._writer.schema_arrow
+
+    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Queue a chunk; blocks only while enough chunks are already waiting."""
+        while len(self._pending) >= WRITES_IN_FLIGHT:
+            self._pending.popleft().result()
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._pending.append(self._thread.submit(self._writer.write_table, table))
+
+    def drain(self) -> None:
+        """Wait until every queued chunk is written; re-raise the first failure."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._thread.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Write what is queued, then the footer."""
+        try:
+            self.drain()
+        finally:
+            self._writer.close()
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[Any], depth: int = WRITES_IN_FLIGHT) -> Iterator[Any]:
+    """Yield from ``items``, producing up to ``depth`` items ahead on a worker thread.
+
+    For iterators whose work releases the GIL (parquet decoding, object-store reads): the
+    caller's Python work and the reading overlap. Memory grows by ``depth`` items at most.
+    """
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    ahead = deque(thread.submit(next, items, _END) for _ in range(depth))
+    try:
+        while (item := ahead.popleft().result()) is not _END:
+            ahead.append(thread.submit(next, items, _END))
+            yield item
+    finally:
+        for future in ahead:
+            future.cancel()
+        thread.shutdown(wait=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # the caller stopped early: release the source's files now
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: all but those marked :data:`PLAIN_ENCODING`."""
+    return [f.name for f in schema if (f.metadata or {}).get(b"encoding") != b"plain"]
 
 
 class Lake:
@@ -131,14 +214,30 @@ class Lake:
     # -- parquet -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def parquet_writer(self, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-        """A streaming parquet writer whose file appears only once it is complete."""
+    def parquet_writer(self, path: str, schema: pa.Schema) -> Iterator[BackgroundParquetWriter]:
+        """A streaming parquet writer whose file appears only once it is complete.
+
+        Chunks are compressed on a background thread (see :class:`BackgroundParquetWriter`);
+        columns marked :data:`PLAIN_ENCODING` skip dictionary encoding.
+        """
         with self.open_atomic(path) as handle:
-            writer = pq.ParquetWriter(handle, schema, compression="zstd")
+            writer = BackgroundParquetWriter(
+                pq.ParquetWriter(
+                    handle,
+                    schema,
+                    compression="zstd",
+                    use_dictionary=dictionary_columns(schema),
+                    write_statistics=dictionary_columns(schema),
+                )
+            )
             try:
                 yield writer
-            finally:
-                writer.close()
+            except BaseException:
+                # Let the thread finish with the file before the upload is discarded.
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
+            writer.close()
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """Write a (bounded) table as one parquet file."""
@@ -151,7 +250,16 @@ class Lake:
         columns: list[str] | None = None,
         batch_size: int = READ_BATCH_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream record batches from parquet files, a bounded number of rows at a time."""
+        """Stream record batches from parquet files, a bounded number of rows at a time.
+
+        The next batches are read and decompressed on a second thread while the caller works
+        on this one (see :func:`prefetched`).
+        """
+        yield from prefetched(self._read_batches(list(paths), columns, batch_size))
+
+    def _read_batches(
+        self, paths: list[str], columns: list[str] | None, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
         for path in paths:
             with self.fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
