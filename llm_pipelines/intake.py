@@ -113,15 +113,13 @@ def _default_models() -> frozenset[str]:
     return frozenset(default_price_table().models)
 
 
-def iter_landing_lines(lake: Lake, partition: str) -> Iterator[tuple[str, int, bytes]]:
-    """Every non-blank line of a partition's landing files, with its file and line number."""
-    for path in lake.files(LANDING, partition, ".jsonl"):
-        name = path.rsplit("/", 1)[1]
-        with lake.fs.open(path, "rb") as handle:
-            for number, line in enumerate(iter_lines(read_blocks(handle, READ_BLOCK_BYTES)), 1):
-                stripped = line.strip()
-                if stripped:
-                    yield name, number, stripped
+def iter_landing_lines(lake: Lake, path: str) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of one landing file, with their line numbers."""
+    with lake.fs.open(path, "rb") as handle:
+        for number, line in enumerate(iter_lines(read_blocks(handle, READ_BLOCK_BYTES)), 1):
+            stripped = line.strip()
+            if stripped:
+                yield number, stripped
 
 
 class EventChunk:
@@ -133,26 +131,46 @@ class EventChunk:
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
-        self.request_bytes = 0
+        self._requests = self.columns["request"]
+        self._request_bytes = 0
+        # Bound once: appending is the per-row cost of the chunk.
+        self._appends = tuple(self.columns[name].append for name in EVENTS_SCHEMA.names)
 
     def __len__(self) -> int:
-        return len(self.columns["task_id"])
+        return len(self._requests)
+
+    @property
+    def full(self) -> bool:
+        """Whether the chunk reached :data:`CHUNK_ROWS` rows or :data:`CHUNK_BYTES` bytes."""
+        return len(self._requests) >= CHUNK_ROWS or self._request_bytes >= CHUNK_BYTES
 
     def add(self, task_id: str, fields: TaskFields, request: bytes, source: str) -> None:
         """Append one event."""
-        c = self.columns
-        c["task_id"].append(task_id)
-        c["task_type"].append(fields.task_type)
-        c["model"].append(fields.model)
-        c["max_tokens"].append(fields.max_tokens)
-        c["priority"].append(fields.priority)
-        c["deadline"].append(fields.deadline)
-        c["requires_realtime"].append(fields.requires_realtime)
-        c["prompt_chars"].append(fields.prompt_chars)
-        c["request"].append(request)
-        c["metadata"].append(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
-        c["source"].append(source)
-        self.request_bytes += len(request)
+        (
+            add_task_id,
+            add_task_type,
+            add_model,
+            add_max_tokens,
+            add_priority,
+            add_deadline,
+            add_realtime,
+            add_prompt_chars,
+            add_request,
+            add_metadata,
+            add_source,
+        ) = self._appends
+        add_task_id(task_id)
+        add_task_type(fields.task_type)
+        add_model(fields.model)
+        add_max_tokens(fields.max_tokens)
+        add_priority(fields.priority)
+        add_deadline(fields.deadline)
+        add_realtime(fields.requires_realtime)
+        add_prompt_chars(fields.prompt_chars)
+        add_request(request)
+        add_metadata(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
+        add_source(source)
+        self._request_bytes += len(request)
 
     def take(self) -> pa.RecordBatch:
         """The gathered events as a record batch; the chunk starts empty again."""
@@ -164,7 +182,7 @@ class EventChunk:
             else:
                 arrays.append(pa.array(values, field.type))
             values.clear()
-        self.request_bytes = 0
+        self._request_bytes = 0
         return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
 
 
@@ -175,7 +193,8 @@ def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
     bytes per task) is the only state that grows with the partition. Re-running replaces
     both the events file and the intake dead letters for the partition.
     """
-    stats = IntakeStats(landing_files=len(lake.files(LANDING, partition, ".jsonl")))
+    landing = lake.files(LANDING, partition, ".jsonl")
+    stats = IntakeStats(landing_files=len(landing))
     models = _default_models()
     seen: set[str] = set()
     chunk = EventChunk()
@@ -185,31 +204,33 @@ def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
         write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
         write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
     ):
-        for name, number, line in iter_landing_lines(lake, partition):
-            stats.lines += 1
-            stats.landing_bytes += len(line) + 1
-            fields, reason = validate_line(line, models)
-            if fields is None:
-                stats.invalid += 1
-                dead.add(
-                    dead_letter_row(
-                        stage="intake",
-                        reason=reason or "invalid",
-                        payload=line.decode("utf-8", errors="replace"),
-                        source=f"{name}:{number}",
+        for path in landing:
+            name = path.rsplit("/", 1)[1]
+            for number, line in iter_landing_lines(lake, path):
+                stats.lines += 1
+                stats.landing_bytes += len(line) + 1
+                fields, reason = validate_line(line, models)
+                if fields is None:
+                    stats.invalid += 1
+                    dead.add(
+                        dead_letter_row(
+                            stage="intake",
+                            reason=reason or "invalid",
+                            payload=line.decode("utf-8", errors="replace"),
+                            source=f"{name}:{number}",
+                        )
                     )
-                )
-                continue
-            request = canonical_json(fields.params)
-            task_id = fields.task_id or content_task_id(fields.task_type, request)
-            if task_id in seen:
-                # At-least-once producers: a repeat of a task already taken is not new work.
-                stats.duplicates += 1
-                continue
-            seen.add(task_id)
-            chunk.add(task_id, fields, request, f"{name}:{number}")
-            if len(chunk) >= CHUNK_ROWS or chunk.request_bytes >= CHUNK_BYTES:
-                events.add_batch(chunk.take())
+                    continue
+                request = canonical_json(fields.params)
+                task_id = fields.task_id or content_task_id(fields.task_type, request)
+                if task_id in seen:
+                    # At-least-once producers: a repeat of a task already taken is not new work.
+                    stats.duplicates += 1
+                    continue
+                seen.add(task_id)
+                chunk.add(task_id, fields, request, f"{name}:{number}")
+                if chunk.full:
+                    events.add_batch(chunk.take())
         events.add_batch(chunk.take())
     stats.valid = events.rows
     return stats

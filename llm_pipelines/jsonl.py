@@ -27,3 +27,26 @@ def read_blocks(handle: object, size: int) -> Iterator[bytes]:
     read = handle.read  # type: ignore[attr-defined]
     while block := read(size):
         yield block
+
+
+def line_blocks(blocks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Re-cut a byte stream into blocks of whole lines of at least ``size`` bytes (but the last).
+
+    For decoders that take many lines at once; a line longer than ``size`` stays whole.
+    """
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for block in blocks:
+        pending.append(block)
+        pending_bytes += len(block)
+        if pending_bytes < size:
+            continue
+        data = b"".join(pending)
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut]
+        rest = data[cut:]
+        pending, pending_bytes = ([rest], len(rest)) if rest else ([], 0)
+    data = b"".join(pending)
+    if data.strip():
+        yield data

@@ -129,7 +129,8 @@ def canonical_json(value: Any) -> bytes:
 
 def content_task_id(task_type: str, request_json: bytes) -> str:
     """A custom_id-safe id derived from the task's content."""
-    digest = hashlib.blake2b(task_type.encode() + b"\x00" + request_json, digest_size=16)
+    digest = hashlib.blake2b(task_type.encode() + b"\x00", digest_size=16)
+    digest.update(request_json)  # not concatenated: no copy of a long request
     return "t_" + digest.hexdigest()
 
 
@@ -164,13 +165,10 @@ class TaskFields(NamedTuple):
 _TASK_KEYS = frozenset(LLMTask.model_fields)
 _REQUIRED_KEYS = frozenset(n for n, f in LLMTask.model_fields.items() if f.is_required())
 _ROLES = ("user", "assistant")
+_ABSENT = object()
 _ID_FULL = re.compile(CUSTOM_ID_PATTERN.removeprefix("^").removesuffix("$"))
 # The deadline field's own validator, so every date format pydantic takes is taken alike.
 _DEADLINE = TypeAdapter(LLMTask.model_fields["deadline"].annotation)
-
-
-def _text_ok(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_PROMPT_CHARS
 
 
 def fast_task(raw: dict[str, Any]) -> TaskFields | None:
@@ -181,20 +179,24 @@ def fast_task(raw: dict[str, Any]) -> TaskFields | None:
     valid or not, returns ``None`` so :class:`LLMTask` decides it and words the reason.
     ``tests/intake/test_fast_path.py`` holds the two to agreement on generated input.
     """
-    if not (raw.keys() <= _TASK_KEYS and raw.keys() >= _REQUIRED_KEYS):
-        return None
-    task_type, model, max_tokens = raw["task_type"], raw["model"], raw["max_tokens"]
-    if type(task_type) is not str or not 0 < len(task_type) <= MAX_TASK_TYPE_CHARS:
-        return None
-    if type(model) is not str or not 0 < len(model) <= MAX_MODEL_CHARS:
-        return None
-    if type(max_tokens) is not int or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
-        return None
-    task_id = raw.get("task_id")
-    if task_id is not None and (type(task_id) is not str or not _ID_FULL.fullmatch(task_id)):
-        return None
-    messages = raw["messages"]
-    if type(messages) is not list or not messages:
+    get = raw.get
+    task_type, model, max_tokens, messages = (
+        get("task_type"),
+        get("model"),
+        get("max_tokens"),
+        get("messages"),
+    )
+    if (
+        type(task_type) is not str
+        or type(model) is not str
+        or type(max_tokens) is not int
+        or type(messages) is not list
+        or not 0 < len(task_type) <= MAX_TASK_TYPE_CHARS
+        or not 0 < len(model) <= MAX_MODEL_CHARS
+        or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS
+        or not messages
+        or not raw.keys() <= _TASK_KEYS
+    ):
         return None
     chars = 0
     for turn in messages:
@@ -202,40 +204,58 @@ def fast_task(raw: dict[str, Any]) -> TaskFields | None:
         if type(turn) is not dict or len(turn) != 2 or turn.get("role") not in _ROLES:
             return None
         content = turn.get("content")
-        if not _text_ok(content):
+        if type(content) is not str or not 0 < len(content) <= MAX_PROMPT_CHARS:
             return None
         chars += len(content)
     if messages[0]["role"] != "user":
         return None
+    task_id = get("task_id")
+    if task_id is not None and (type(task_id) is not str or not _ID_FULL.fullmatch(task_id)):
+        return None
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    system = raw.get("system")
+    system = get("system")
     if system is not None:
-        if not _text_ok(system):
+        if type(system) is not str or not 0 < len(system) <= MAX_PROMPT_CHARS:
             return None
         params["system"] = system
         chars += len(system)
-    temperature = raw.get("temperature")
+    temperature = get("temperature")
     if temperature is not None:
         if type(temperature) not in (float, int) or not 0 <= temperature <= 1:
             return None
         params["temperature"] = float(temperature)
-    priority = raw.get("priority", DEFAULT_PRIORITY)
+    priority = get("priority", DEFAULT_PRIORITY)
     if type(priority) is not int or not 0 <= priority <= LOWEST_PRIORITY:
         return None
-    realtime = raw.get("requires_realtime", False)
+    realtime = get("requires_realtime", False)
     if type(realtime) is not bool:
         return None
-    metadata = raw.get("metadata", {})
-    if type(metadata) is not dict or not all(
+    metadata = get("metadata", _ABSENT)
+    if metadata is _ABSENT:
+        metadata = {}
+    elif type(metadata) is not dict or not all(
         type(k) is str and type(v) is str for k, v in metadata.items()
     ):
         return None
-    deadline = raw.get("deadline")
+    deadline = get("deadline")
     if deadline is not None:
         try:
             deadline = _DEADLINE.validate_python(deadline)
         except ValidationError:
             return None
-    return TaskFields(
-        task_id, task_type, model, max_tokens, priority, deadline, realtime, chars, params, metadata
+    # tuple.__new__ skips the named tuple's Python-level __new__: this runs once per task.
+    return tuple.__new__(
+        TaskFields,
+        (
+            task_id,
+            task_type,
+            model,
+            max_tokens,
+            priority,
+            deadline,
+            realtime,
+            chars,
+            params,
+            metadata,
+        ),
     )

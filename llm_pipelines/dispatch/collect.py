@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
-from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
+from llm_pipelines.dispatch.results import ResultTotals, write_results
 from llm_pipelines.providers.base import BatchProvider, RequestResult
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
@@ -18,6 +19,7 @@ from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     RESULTS,
     TASKS,
+    TIMESTAMP,
     BatchManifest,
     dead_letter_path,
     dead_letter_row,
@@ -58,10 +60,35 @@ def task_requests(lake: Lake, partition: str, task_ids: list[str]) -> dict[str, 
     wanted = pa.array(sorted(set(task_ids)), pa.string())
     found: dict[str, str] = {}
     path = lake.path(TASKS, partition, TASKS_FILE)
-    for chunk in lake.iter_batches([path], ["task_id", "request"]):
-        chunk = chunk.filter(pc.is_in(chunk["task_id"], value_set=wanted))
+    # A batch's tasks sit together in the tasks file: only their row groups are decompressed.
+    for chunk in lake.find_rows(path, "task_id", wanted, ["request"]):
         found.update(zip(chunk["task_id"].to_pylist(), chunk["request"].to_pylist(), strict=True))
     return found
+
+
+MESSAGE_COLUMNS = (
+    "model",
+    "stop_reason",
+    "output_text",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
+"""Result-row columns that come from the provider's message (see ``RESULT_COLUMNS``)."""
+
+
+def _failure(row: dict[str, Any]) -> RequestResult:
+    """A result chunk's row that did not succeed, as the request result it stands for."""
+    if row["outcome"] == "errored":
+        return RequestResult(
+            row["custom_id"],
+            "errored",
+            error_type=row["error_type"],
+            error_message=row["error_message"],
+        )
+    return RequestResult(row["custom_id"], row["outcome"])
 
 
 def _reason(result: RequestResult) -> str:
@@ -86,49 +113,53 @@ def collect_batch(
     """
     assert manifest.provider_batch_id is not None
     sidecar = lake.read_table([lake.path(BATCHES, manifest.partition, manifest.tasks_name)])
-    expected = dict(
-        zip(
-            sidecar["task_id"].to_pylist(),
-            zip(
-                sidecar["task_type"].to_pylist(),
-                sidecar["requested_model"].to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+    expected = sidecar["task_id"].combine_chunks()
     stats = CollectStats(batch_id=manifest.provider_batch_id)
-    seen: set[str] = set()
+    seen = bytearray(len(expected))  # by position in the sidecar
     failed: list[RequestResult] = []
     collected_at = utcnow()
     results_path = lake.path(RESULTS, manifest.partition, manifest.results_name)
     with write_results(lake, results_path, prices) as results:
-        for result in provider.iter_results(manifest.provider_batch_id):
-            meta = expected.get(result.custom_id)
-            if meta is None:
-                stats.unexpected += 1
-                continue
-            if result.custom_id in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(result.custom_id)
-            stats.counts[result.outcome] = stats.counts.get(result.outcome, 0) + 1
-            if result.outcome != "succeeded" or result.message is None:
-                failed.append(result)
-                continue
-            results.add(
-                success_row(
-                    task_id=result.custom_id,
-                    task_type=meta[0],
-                    route=BATCH,
-                    batch_id=manifest.provider_batch_id,
-                    attempt=manifest.attempt,
-                    requested_model=meta[1],
-                    message=result.message,
-                    collected_at=collected_at,
+        for chunk in provider.iter_result_chunks(manifest.provider_batch_id):
+            positions = pc.index_in(chunk["custom_id"], value_set=expected)
+            fresh = []
+            for row, position in enumerate(positions.to_pylist()):
+                if position is None:
+                    stats.unexpected += 1
+                elif seen[position]:
+                    stats.duplicates += 1
+                else:
+                    seen[position] = 1
+                    fresh.append(row)
+            chunk, positions = chunk.take(fresh), positions.take(fresh)
+            counts = pc.value_counts(chunk["outcome"])
+            for outcome, count in zip(
+                counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+            ):
+                stats.counts[outcome] = stats.counts.get(outcome, 0) + count
+            succeeded = pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"])
+            for row in chunk.filter(pc.invert(succeeded)).to_pylist():
+                failed.append(_failure(row))
+            answered = chunk.filter(succeeded)
+            meta = sidecar.take(positions.filter(succeeded))
+            rows = answered.num_rows
+            results.add_table(
+                pa.table(
+                    {
+                        **{name: answered[name] for name in MESSAGE_COLUMNS},
+                        "task_id": answered["custom_id"],
+                        "task_type": meta["task_type"],
+                        "route": pa.repeat(BATCH, rows),
+                        "batch_id": pa.repeat(manifest.provider_batch_id, rows),
+                        "attempt": pa.repeat(pa.scalar(manifest.attempt, pa.int16()), rows),
+                        "requested_model": pc.coalesce(meta["requested_model"], answered["model"]),
+                        "collected_at": pa.repeat(pa.scalar(collected_at, TIMESTAMP), rows),
+                    }
                 )
             )
-        missing = [task_id for task_id in expected if task_id not in seen]
+        missing = [
+            task_id for task_id, got in zip(expected.to_pylist(), seen, strict=True) if not got
+        ]
         stats.missing = len(missing)
         failed.extend(
             RequestResult(

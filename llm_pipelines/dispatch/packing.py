@@ -8,6 +8,7 @@ built from Python objects nor held in memory (past :data:`SPOOL_IN_MEMORY` it is
 from __future__ import annotations
 
 import tempfile
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,11 +97,11 @@ class PackedBatch:
         self, entries: memoryview, offsets: list[int], meta: pa.RecordBatch, start: int, stop: int
     ) -> None:
         """Add rows ``[start, stop)`` of a chunk: their entries are contiguous, so one write."""
-        if stop <= start:
-            return
-        skip = 0 if self.parts else 1  # the body's first entry goes without its comma
+        skip = 0 if self.count else 1  # the body's first entry goes without its comma
         self.write(entries[offsets[start] + skip : offsets[stop]])
         self.parts.append(meta.slice(start, stop - start))
+        self.count += stop - start
+        self.body_bytes += offsets[stop] - offsets[start] - skip
 
     def write(self, data: memoryview | bytes) -> None:
         """Append serialised entries to the body."""
@@ -141,35 +142,41 @@ def pack(
     """
     current = PackedBatch(id_column)
     for chunk in chunks:
-        if not chunk.num_rows:
+        rows = chunk.num_rows
+        if not rows:
             continue
         entries = request_entries(chunk[id_column], chunk[params_column])
         _, offset_buffer, data_buffer = entries.buffers()
         data = memoryview(data_buffer)
-        offsets = memoryview(offset_buffer).cast("i")[entries.offset :].tolist()
+        # offsets[i] is where row i's entry (with its leading comma) starts in ``data``.
+        offsets = memoryview(offset_buffer).cast("i")[entries.offset :][: rows + 1].tolist()
         meta = chunk.drop_columns([params_column])
-        start = 0  # first row of the chunk not yet written to ``current``
-        for row in range(chunk.num_rows):
-            entry = offsets[row + 1] - offsets[row] - 1
+        start = 0
+        while start < rows:
+            entry = offsets[start + 1] - offsets[start] - 1
             if ENVELOPE_BYTES + entry > limits.max_bytes:
-                current.take_rows(data, offsets, meta, start, row)
-                start = row + 1
                 yield Oversized(
-                    chunk[id_column][row].as_py(),
-                    meta.slice(row, 1).to_pylist()[0],
+                    chunk[id_column][start].as_py(),
+                    meta.slice(start, 1).to_pylist()[0],
                     ENVELOPE_BYTES + entry,
                 )
+                start += 1
                 continue
-            separator = 1 if current.count else 0
-            full = current.count >= limits.max_requests
-            if full or current.size + separator + entry > limits.max_bytes:
-                current.take_rows(data, offsets, meta, start, row)
-                start = row
+            # As many rows as fit the batch's bytes and count; an oversized row never fits.
+            budget = limits.max_bytes - current.size + (0 if current.count else 1)
+            stop = bisect_right(offsets, offsets[start] + budget, lo=start) - 1
+            stop = min(stop, start + limits.max_requests - current.count, rows)
+            took = stop > start
+            if took:
+                current.take_rows(data, offsets, meta, start, stop)
+                start = stop
+            if start < rows and (not took or not _oversized(offsets, start, limits)):
+                # The next request does not fit: this batch is done.
                 yield current
                 current = PackedBatch(id_column)
-                separator = 0
-            current.count += 1
-            current.body_bytes += separator + entry
-        current.take_rows(data, offsets, meta, start, chunk.num_rows)
     if current.count:
         yield current
+
+
+def _oversized(offsets: list[int], row: int, limits: BatchLimits) -> bool:
+    return ENVELOPE_BYTES + offsets[row + 1] - offsets[row] - 1 > limits.max_bytes

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
-from llm_pipelines.providers.base import BatchProvider
+from llm_pipelines.providers.base import BatchLimits, BatchProvider
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
@@ -96,6 +96,26 @@ def _unsubmitted(
         yield chunk.select(["task_id", "request", *SIDECAR_SCHEMA.names[1:]])
 
 
+def batch_payloads(
+    lake: Lake,
+    partition: str,
+    limits: BatchLimits,
+    submitted: pa.Array | None = None,
+    stats: SubmitStats | None = None,
+) -> Iterator[PackedBatch | Oversized]:
+    """The partition's batch-routed tasks not in ``submitted``, packed into request bodies.
+
+    Streams: one chunk of tasks and one (spooled) body at a time, whatever the partition size.
+    """
+    pending = _unsubmitted(
+        lake,
+        partition,
+        submitted if submitted is not None else pa.array([], pa.string()),
+        stats if stats is not None else SubmitStats(),
+    )
+    return pack(pending, limits, id_column="task_id", params_column="request")
+
+
 def submit_partition(
     lake: Lake, provider: BatchProvider, partition: str, *, attempt: int = 1
 ) -> SubmitStats:
@@ -113,10 +133,7 @@ def submit_partition(
     )
     dead_path = dead_letter_path(lake, partition, "submit", f"a{attempt}")
     with write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
-        unsubmitted = _unsubmitted(lake, partition, submitted, stats)
-        for item in pack(
-            unsubmitted, provider.limits, id_column="task_id", params_column="request"
-        ):
+        for item in batch_payloads(lake, partition, provider.limits, submitted, stats):
             if isinstance(item, Oversized):
                 stats.oversized += 1
                 dead.add(

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_pipelines.costs import PriceTable, default_price_table
+from llm_pipelines.storage.datasets import utf8_array
 from llm_pipelines.tasks import canonical_json
 
 REALTIME = "realtime"
@@ -113,7 +114,8 @@ class RoutingPolicy(BaseModel):
     ) -> tuple[pa.Array, pa.Array, pa.Array]:
         """Right-size models and place cache breakpoints, rewriting only requests that change."""
         models = tasks["model"].to_pylist()
-        requests = tasks["request"].to_pylist()
+        # As bytes: no UTF-8 decoding of every request into a str and encoding it back.
+        requests = tasks["request"].cast(pa.binary()).to_pylist()
         prefixes: list[str | None] = [None] * len(models)
         task_types = tasks["task_type"].to_pylist()
         routes = route.to_pylist()
@@ -121,7 +123,7 @@ class RoutingPolicy(BaseModel):
         for i, request in enumerate(requests):
             original = models[i]
             target = self.model_map.get(task_types[i], original)
-            cacheable = caching.enabled and '"system"' in request
+            cacheable = caching.enabled and b'"system"' in request
             if target == original and not cacheable:
                 continue
             params: dict[str, Any] = orjson.loads(request)
@@ -131,10 +133,10 @@ class RoutingPolicy(BaseModel):
                 minimum = prices.price(target).min_cacheable_tokens
                 prefixes[i] = mark_cacheable_system(params, ttl, minimum)
             if target != original or prefixes[i] is not None:
-                requests[i] = canonical_json(params).decode()
+                requests[i] = canonical_json(params)
         return (
             pa.array(models, pa.string()),
-            pa.array(requests, pa.string()),
+            utf8_array(requests),
             pa.array(prefixes, pa.string()),
         )
 

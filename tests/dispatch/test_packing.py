@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import orjson
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_pipelines.dispatch.packing import (
     ENVELOPE_BYTES,
@@ -110,3 +112,59 @@ def test_every_request_is_packed_once_in_order() -> None:
             params[int(i[1:])] for i in batch.custom_ids
         ]
         assert len(body) == len(body.getvalue()) <= limits.max_bytes
+
+
+def test_an_oversized_request_does_not_close_the_batch_around_it() -> None:
+    limits = BatchLimits(max_requests=10, max_bytes=400)
+    items = [("ok1", TINY, 1), ("huge", b'{"p":"' + b"a" * 500 + b'"}', 2), ("ok2", TINY, 3)]
+    out = list(pack(_chunks(items), limits))
+    assert [type(o).__name__ for o in out] == ["Oversized", "PackedBatch"]
+    assert out[1].custom_ids == ["ok1", "ok2"]
+
+
+def _reference_pack(sizes: list[int], limits: BatchLimits) -> list[list[int] | int]:
+    """The packing rule written plainly, one request at a time: batches of row numbers, and
+    the row number of each request too large for any batch, in the order they are decided."""
+    out: list[list[int] | int] = []
+    batch: list[int] = []
+    size = ENVELOPE_BYTES
+    for row, entry in enumerate(sizes):
+        if ENVELOPE_BYTES + entry > limits.max_bytes:
+            out.append(row)
+            continue
+        separator = 1 if batch else 0
+        if len(batch) >= limits.max_requests or size + separator + entry > limits.max_bytes:
+            out.append(batch)
+            batch, size, separator = [], ENVELOPE_BYTES, 0
+        batch.append(row)
+        size += separator + entry
+    if batch:
+        out.append(batch)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=60),
+    max_requests=st.integers(min_value=1, max_value=12),
+    max_bytes=st.integers(min_value=60, max_value=1_500),
+    chunk_rows=st.integers(min_value=1, max_value=25),
+)
+def test_columnar_packing_matches_the_plain_rule(
+    lengths: list[int], max_requests: int, max_bytes: int, chunk_rows: int
+) -> None:
+    limits = BatchLimits(max_requests=max_requests, max_bytes=max_bytes)
+    items = [(f"r{i}", b'{"p":"' + b"x" * n + b'"}', i) for i, n in enumerate(lengths)]
+    sizes = [len(request_entry(i, p)) for i, p, _ in items]
+    expected = _reference_pack(sizes, limits)
+    got: list[list[int] | int] = []
+    for item in pack(_chunks(items, rows=chunk_rows), limits):
+        if isinstance(item, Oversized):
+            got.append(item.row["meta"])
+            continue
+        body = item.close()
+        data = body.getvalue()
+        assert len(data) == len(body) == item.size <= max_bytes
+        assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == item.custom_ids
+        got.append(item.rows["meta"].to_pylist())
+    assert got == expected
