@@ -535,7 +535,7 @@ def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
 
     # Warm up on a small partition: imports and first-use set-up are not what is measured.
     warm = Lake(str(work / "warm" / "lake"))
-    land(warm, WARM_UP_TASKS, seed + 1, corpus)
+    land(warm, min(WARM_UP_TASKS, tasks), seed + 1, corpus)
     pipeline_ingest(warm, now)
     baseline_ingest(warm, work / "warm" / "baseline", now)
 

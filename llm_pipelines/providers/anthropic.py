@@ -25,7 +25,7 @@ ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024
 """Per-batch limits of the Message Batches API."""
 RESULTS_READ_BYTES = 1024 * 1024
 """Bytes per read of a results stream."""
-RESULTS_BLOCK_BYTES = 8 * 1024 * 1024
+RESULTS_BLOCK_BYTES = 4 * 1024 * 1024
 """Result lines decoded per arrow call: bounded memory, few calls."""
 
 _TEXT = pa.string()

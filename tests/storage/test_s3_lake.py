@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import boto3
 import pyarrow as pa
 import pytest
-from moto.server import ThreadedMotoServer
 
 from llm_pipelines.intake import ingest_partition
 from llm_pipelines.resources import LakeResource
@@ -15,22 +11,9 @@ from llm_pipelines.storage import LandingZone
 from llm_pipelines.storage.datasets import EVENTS
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3_lake(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lake-test")
-    return LakeResource(url="s3://lake-test/llm", s3_endpoint_url=s3_endpoint).lake()
+def s3_lake(s3_endpoint: str, s3_bucket: str):
+    return LakeResource(url=f"s3://{s3_bucket}/llm", s3_endpoint_url=s3_endpoint).lake()
 
 
 def test_atomic_write_publishes_only_complete_files(s3_lake) -> None:
