@@ -12,7 +12,6 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
-from llm_pipelines.jsonl import iter_lines, read_blocks
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS,
@@ -24,6 +23,7 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.streams import iter_lines, read_blocks
 from llm_pipelines.tasks import LLMTask, TaskFields, canonical_json, content_task_id, fast_task
 
 EVENTS_FILE = "events.parquet"

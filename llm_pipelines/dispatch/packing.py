@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.providers.base import BatchLimits
+from llm_pipelines.streams import prefetched
 
 BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
@@ -141,16 +142,10 @@ def pack(
     body is spooled, so memory is bounded by one chunk, not by the batch or the partition.
     """
     current = PackedBatch(id_column)
-    for chunk in chunks:
+    # Reading chunks and serialising their entries happen on a second thread (pyarrow does
+    # both without the GIL) while this one fills and spools batches.
+    for chunk, meta, data, offsets in prefetched(_entries(chunks, id_column, params_column)):
         rows = chunk.num_rows
-        if not rows:
-            continue
-        entries = request_entries(chunk[id_column], chunk[params_column])
-        _, offset_buffer, data_buffer = entries.buffers()
-        data = memoryview(data_buffer)
-        # offsets[i] is where row i's entry (with its leading comma) starts in ``data``.
-        offsets = memoryview(offset_buffer).cast("i")[entries.offset :][: rows + 1].tolist()
-        meta = chunk.drop_columns([params_column])
         start = 0
         while start < rows:
             entry = offsets[start + 1] - offsets[start] - 1
@@ -176,6 +171,21 @@ def pack(
                 current = PackedBatch(id_column)
     if current.count:
         yield current
+
+
+def _entries(
+    chunks: Iterable[pa.RecordBatch], id_column: str, params_column: str
+) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch, memoryview, list[int]]]:
+    """Per chunk: its metadata columns, its serialised entries and where each one starts."""
+    for chunk in chunks:
+        rows = chunk.num_rows
+        if not rows:
+            continue
+        entries = request_entries(chunk[id_column], chunk[params_column])
+        _, offset_buffer, data_buffer = entries.buffers()
+        # offsets[i] is where row i's entry (with its leading comma) starts in the data.
+        offsets = memoryview(offset_buffer).cast("i")[entries.offset :][: rows + 1].tolist()
+        yield chunk, chunk.drop_columns([params_column]), memoryview(data_buffer), offsets
 
 
 def _oversized(offsets: list[int], row: int, limits: BatchLimits) -> bool:

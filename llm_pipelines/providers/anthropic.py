@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from anthropic.types.messages import MessageBatch
 
-from llm_pipelines.jsonl import iter_lines, line_blocks
 from llm_pipelines.providers.base import (
     RESULT_COLUMNS,
     BatchLimits,
@@ -20,6 +19,7 @@ from llm_pipelines.providers.base import (
     RequestBody,
     RequestResult,
 )
+from llm_pipelines.streams import iter_lines, line_blocks, prefetched
 
 ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024)
 """Per-batch limits of the Message Batches API."""
@@ -134,9 +134,11 @@ class AnthropicProvider:
     def iter_result_chunks(self, batch_id: str) -> Iterator[pa.Table]:
         # Blocks of lines decoded by pyarrow's JSON reader straight into columns: no Python
         # object per line (see decode_result_block).
+        # Reading the stream and decoding happen on a second thread (the JSON reader releases
+        # the GIL) while the caller works on the previous chunk.
         with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
-            for block in line_blocks(response.iter_bytes(RESULTS_READ_BYTES), RESULTS_BLOCK_BYTES):
-                yield decode_result_block(block)
+            blocks = line_blocks(response.iter_bytes(RESULTS_READ_BYTES), RESULTS_BLOCK_BYTES)
+            yield from prefetched(decode_result_block(block) for block in blocks)
 
     def create_message(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.client.messages.create(**params).model_dump(mode="json")

@@ -25,7 +25,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 EVENTS_SCHEMA = pa.schema(
     [
-        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
         pa.field("task_type", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("max_tokens", pa.int32(), nullable=False),
@@ -54,7 +54,7 @@ TASKS_SCHEMA = pa.schema(
 
 RESULTS_SCHEMA = pa.schema(
     [
-        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
         pa.field("task_type", pa.string()),
         pa.field("route", pa.string(), nullable=False),
         pa.field("batch_id", pa.string()),

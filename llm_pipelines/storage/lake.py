@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llm_pipelines.streams import prefetched
+
 READ_BATCH_ROWS = 4_096
 """Rows per record batch when streaming a dataset: bounded memory (a few thousand requests of
 a few kB each), big enough to be fast."""
@@ -75,30 +77,6 @@ class BackgroundParquetWriter:
             self.drain()
         finally:
             self._writer.close()
-
-
-_END = object()
-
-
-def prefetched(items: Iterator[Any], depth: int = WRITES_IN_FLIGHT) -> Iterator[Any]:
-    """Yield from ``items``, producing up to ``depth`` items ahead on a worker thread.
-
-    For iterators whose work releases the GIL (parquet decoding, object-store reads): the
-    caller's Python work and the reading overlap. Memory grows by ``depth`` items at most.
-    """
-    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-    ahead = deque(thread.submit(next, items, _END) for _ in range(depth))
-    try:
-        while (item := ahead.popleft().result()) is not _END:
-            ahead.append(thread.submit(next, items, _END))
-            yield item
-    finally:
-        for future in ahead:
-            future.cancel()
-        thread.shutdown(wait=True)
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()  # the caller stopped early: release the source's files now
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:

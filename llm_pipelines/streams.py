@@ -1,8 +1,12 @@
-"""JSON lines from a stream of byte blocks: one split per block, not one call per line."""
+"""Streaming helpers: lines from byte blocks (one split per block, not a call per line), and
+read-ahead on a second thread for iterators whose work releases the GIL."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 
 def iter_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
@@ -50,3 +54,27 @@ def line_blocks(blocks: Iterable[bytes], size: int) -> Iterator[bytes]:
     data = b"".join(pending)
     if data.strip():
         yield data
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield from ``items``, producing up to ``depth`` items ahead on a worker thread.
+
+    For iterators whose work releases the GIL (parquet decoding, object-store reads): the
+    caller's Python work and the reading overlap. Memory grows by ``depth`` items at most.
+    """
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    ahead = deque(thread.submit(next, items, _END) for _ in range(depth))
+    try:
+        while (item := ahead.popleft().result()) is not _END:
+            ahead.append(thread.submit(next, items, _END))
+            yield item
+    finally:
+        for future in ahead:
+            future.cancel()
+        thread.shutdown(wait=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # the caller stopped early: release the source's files now
