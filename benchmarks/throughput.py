@@ -184,21 +184,39 @@ def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) 
 # -- measuring -------------------------------------------------------------------------------
 
 
-class RssSampler:
-    """Samples the process's resident memory on a thread; records the peak of each phase."""
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (intake's validation workers, among others)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found.append(int(child))
+                found.extend(_descendants(int(child)))
+    return found
 
-    def __init__(self, interval_s: float = 0.005) -> None:
+
+class RssSampler:
+    """Samples resident memory on a thread and records the peak of each phase.
+
+    Counts this process and every process it started (worker processes are part of the
+    pipeline's footprint); shared pages are counted once per process, so this over-counts.
+    """
+
+    def __init__(self, interval_s: float = 0.01) -> None:
         self.peaks: dict[str, float] = {}
         self._phase: str | None = None
         self._interval = interval_s
-        self._statm = Path("/proc/self/statm")
-        self._page = os.sysconf("SC_PAGE_SIZE") if self._statm.exists() else 0
+        self._page = os.sysconf("SC_PAGE_SIZE") if Path("/proc/self/statm").exists() else 0
         threading.Thread(target=self._run, daemon=True, name="rss-sampler").start()
 
     def rss_mb(self) -> float:
         if not self._page:  # not Linux: the process-wide high-water mark is all there is
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return int(self._statm.read_text().split()[1]) * self._page / 2**20
+        pages = 0
+        for pid in [os.getpid(), *_descendants(os.getpid())]:
+            with contextlib.suppress(OSError):
+                pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        return pages * self._page / 2**20
 
     def _run(self) -> None:
         while True:
