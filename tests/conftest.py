@@ -45,18 +45,28 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_lake(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Lake:
-    """A lake under a fresh prefix of a bucket on the moto server."""
-    import uuid
-
-    import boto3
-
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials, as moto wants some and s3fs reads them from the environment."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lake-test")
-    url = f"s3://lake-test/llm-{uuid.uuid4().hex[:8]}"
-    return LakeResource(url=url, s3_endpoint_url=s3_endpoint).lake()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, s3_credentials: None, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test on the moto server."""
+    import boto3
+
+    name = "lake-" + request.node.name.lower().replace("_", "-").replace("[", "-")[:40]
+    name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str, s3_bucket: str) -> Lake:
+    """A lake in a fresh bucket on the moto server."""
+    return LakeResource(url=f"s3://{s3_bucket}/llm", s3_endpoint_url=s3_endpoint).lake()
 
 
 @pytest.fixture

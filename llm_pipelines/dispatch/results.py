@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
+from llm_pipelines.providers.anthropic import message_columns
 from llm_pipelines.storage.datasets import RESULTS_SCHEMA
 from llm_pipelines.storage.lake import Lake
 
@@ -31,32 +32,17 @@ def success_row(
     collected_at: datetime,
 ) -> dict[str, Any]:
     """A result row from a Messages API response (costs are added per chunk, vectorised)."""
-    usage = message.get("usage") or {}
-    split = usage.get("cache_creation") or {}
-    created = usage.get("cache_creation_input_tokens") or 0
-    write_1h = split.get("ephemeral_1h_input_tokens") or 0
-    # Without a TTL split the API's default TTL (5 minutes) applies.
-    write_5m = split.get("ephemeral_5m_input_tokens", created - write_1h) or 0
-    text = "".join(
-        b.get("text", "") for b in message.get("content") or () if b.get("type") == "text"
+    row: dict[str, Any] = {name: values[0] for name, values in message_columns([message]).items()}
+    row.update(
+        task_id=task_id,
+        task_type=task_type,
+        route=route,
+        batch_id=batch_id,
+        attempt=attempt,
+        requested_model=requested_model or row["model"],
+        collected_at=collected_at,
     )
-    return {
-        "task_id": task_id,
-        "task_type": task_type,
-        "route": route,
-        "batch_id": batch_id,
-        "attempt": attempt,
-        "model": message.get("model"),
-        "requested_model": requested_model or message.get("model"),
-        "stop_reason": message.get("stop_reason"),
-        "output_text": text,
-        "input_tokens": usage.get("input_tokens") or 0,
-        "output_tokens": usage.get("output_tokens") or 0,
-        "cache_write_5m_tokens": write_5m,
-        "cache_write_1h_tokens": write_1h,
-        "cache_read_tokens": usage.get("cache_read_input_tokens") or 0,
-        "collected_at": collected_at,
-    }
+    return row
 
 
 @dataclass
@@ -71,32 +57,59 @@ class ResultTotals:
 
 
 class ResultsWriter:
-    """Buffers result rows, prices each chunk and streams it to parquet."""
+    """Buffers result rows (or whole columnar chunks), prices each chunk, streams it to parquet."""
 
     def __init__(self, writer: Any, prices: PriceTable) -> None:
         self._writer = writer
         self._prices = prices
-        self._buffer: list[dict[str, Any]] = []
+        # Rows added one by one, a list per column: arrow builds arrays from lists far faster
+        # than from row dicts.
+        self._columns: dict[str, list[Any]] = {name: [] for name in _UNCOSTED.names}
+        self._tables: list[pa.Table] = []
+        self._buffered = 0
         self.totals = ResultTotals()
 
     def add(self, row: dict[str, Any]) -> None:
         """Queue one result row."""
-        self._buffer.append(row)
-        if len(self._buffer) >= RESULT_CHUNK_ROWS:
+        for name, values in self._columns.items():
+            values.append(row[name])
+        self._counted(1)
+
+    def add_table(self, table: pa.Table) -> None:
+        """Queue a chunk of rows with the columns of a result row (costs excepted)."""
+        self._rows_to_table()
+        self._tables.append(table.select(_UNCOSTED.names).cast(_UNCOSTED))
+        self._counted(table.num_rows)
+
+    def _rows_to_table(self) -> None:
+        if self._columns["task_id"]:
+            self._tables.append(
+                pa.Table.from_arrays(
+                    [pa.array(self._columns[f.name], f.type) for f in _UNCOSTED], schema=_UNCOSTED
+                )
+            )
+            for values in self._columns.values():
+                values.clear()
+
+    def _counted(self, rows: int) -> None:
+        self._buffered += rows
+        if self._buffered >= RESULT_CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Price and write what is buffered."""
-        if not self._buffer:
+        self._rows_to_table()
+        if not self._tables:
             return
-        table = self._prices.with_cost_columns(pa.Table.from_pylist(self._buffer, schema=_UNCOSTED))
+        table = self._prices.with_cost_columns(pa.concat_tables(self._tables))
         self._writer.write_table(table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA))
         self.totals.rows += table.num_rows
         self.totals.cost_usd += pc.sum(table["cost_usd"]).as_py() or 0.0
         self.totals.sync_cost_usd += pc.sum(table["sync_cost_usd"]).as_py() or 0.0
         self.totals.input_tokens += pc.sum(table["input_tokens"]).as_py() or 0
         self.totals.output_tokens += pc.sum(table["output_tokens"]).as_py() or 0
-        self._buffer.clear()
+        self._tables.clear()
+        self._buffered = 0
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from llm_pipelines.crashpoints import crash_point
 from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
 from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
 from llm_pipelines.dispatch.state import PartitionState, pending_retry_pairs, sidecar_ids
-from llm_pipelines.providers.base import BatchProvider, BatchStatus
+from llm_pipelines.providers.base import BatchLimits, BatchProvider, BatchStatus
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
@@ -58,7 +58,8 @@ NEIGHBOUR_DAYS = 2
 CREATE_WINDOW = timedelta(hours=1)
 """A batch created for an intent exists within this long of it (one call, SDK retries included)."""
 
-Item = tuple[str, bytes, tuple[str, str, str]]
+PACKED_COLUMNS = ["task_id", "request", "task_type", "requested_model"]
+"""What the packer is given per task: id and request, plus the sidecar's metadata."""
 
 
 @dataclass
@@ -214,7 +215,9 @@ def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
 # -- what to submit ----------------------------------------------------------------------------
 
 
-def _fresh(lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats) -> Iterator[Item]:
+def _fresh(
+    lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
+) -> Iterator[pa.RecordBatch]:
     """Batch-routed tasks no attempt-1 batch holds yet, cached prefixes together."""
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
@@ -226,38 +229,51 @@ def _fresh(lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats) 
             fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
             stats.already_submitted += chunk.num_rows - (pc.sum(fresh).as_py() or 0)
             chunk = chunk.filter(fresh)
-        yield from _items(chunk)
+        if chunk.num_rows:
+            yield chunk.select(PACKED_COLUMNS)
 
 
 def _retries(
     lake: Lake, files: list[str], pending: pa.Table, attempt: int, stats: SubmitStats
-) -> Iterator[Item]:
+) -> Iterator[pa.RecordBatch]:
     """Retry rows waiting for a batch of ``attempt``, each task once."""
     wanted = pending.filter(pc.equal(pending["attempt"], attempt))["task_id"].combine_chunks()
     columns = ["task_id", "attempt", "request", "task_type", "requested_model"]
-    seen: set[str] = set()
+    seen: set[str] = set()  # retries are few: a set of their ids is small
     for chunk in lake.iter_batches(files, columns):
         chunk = chunk.filter(
             pc.and_(
                 pc.equal(chunk["attempt"], attempt), pc.is_in(chunk["task_id"], value_set=wanted)
             )
         )
-        for item in _items(chunk):
-            if item[0] not in seen:
-                seen.add(item[0])
-                stats.retry_requests += 1
-                yield item
+        rows = []
+        for row, task_id in enumerate(chunk["task_id"].to_pylist()):
+            if task_id not in seen:
+                seen.add(task_id)
+                rows.append(row)
+        if rows:
+            stats.retry_requests += len(rows)
+            yield chunk.take(pa.array(rows, pa.int64())).select(PACKED_COLUMNS)
 
 
-def _items(chunk: pa.RecordBatch | pa.Table) -> Iterator[Item]:
-    for task_id, request, task_type, requested in zip(
-        chunk["task_id"].to_pylist(),
-        chunk["request"].to_pylist(),
-        chunk["task_type"].to_pylist(),
-        chunk["requested_model"].to_pylist(),
-        strict=True,
-    ):
-        yield task_id, request.encode(), (task_id, task_type, requested)
+def batch_payloads(
+    lake: Lake,
+    partition: str,
+    limits: BatchLimits,
+    taken: pa.Array | None = None,
+    stats: SubmitStats | None = None,
+) -> Iterator[PackedBatch | Oversized]:
+    """The partition's batch-routed tasks not in ``taken``, packed into request bodies.
+
+    Streams: one chunk of tasks and one (spooled) body at a time, whatever the partition size.
+    """
+    fresh = _fresh(
+        lake,
+        partition,
+        taken if taken is not None else pa.array([], pa.string()),
+        stats if stats is not None else SubmitStats(),
+    )
+    return pack(fresh, limits, id_column="task_id", params_column="request")
 
 
 # -- submission ----------------------------------------------------------------------------------
@@ -302,12 +318,12 @@ def _submit_stream(
     provider: BatchProvider,
     partition: str,
     attempt: int,
-    items: Iterator[Item],
+    chunks: Iterator[pa.RecordBatch],
     lease: PartitionLease,
     stats: SubmitStats,
 ) -> None:
     oversized: list[dict[str, Any]] = []  # rare: requests over the whole batch limit
-    for item in pack(items, provider.limits):
+    for item in pack(chunks, provider.limits, id_column="task_id", params_column="request"):
         if isinstance(item, Oversized):
             stats.oversized += 1
             oversized.append(
@@ -338,32 +354,31 @@ def _submit_one(
     lake: Lake,
     provider: BatchProvider,
     partition: str,
-    packed: PackedBatch[tuple[str, str, str]],
+    packed: PackedBatch,
     attempt: int,
     lease: PartitionLease,
     stats: SubmitStats,
 ) -> None:
     body = packed.close()
+    sidecar = packed.rows.select(SIDECAR_SCHEMA.names).cast(SIDECAR_SCHEMA)
+    custom_ids = sidecar["task_id"].to_pylist()
     manifest = BatchManifest(
-        key=batch_key(packed.custom_ids, attempt),
+        key=batch_key(custom_ids, attempt),
         partition=partition,
         provider=provider.name,
         attempt=attempt,
-        request_count=len(packed.custom_ids),
+        request_count=len(custom_ids),
         payload_bytes=len(body),
         intent_at=utcnow(),
     )
-    lake.write_table(
-        lake.path(BATCHES, partition, manifest.tasks_name),
-        pa.Table.from_pylist(
-            [dict(zip(SIDECAR_SCHEMA.names, meta, strict=True)) for meta in packed.metas],
-            schema=SIDECAR_SCHEMA,
-        ),
-    )
+    lake.write_table(lake.path(BATCHES, partition, manifest.tasks_name), sidecar)
     write_manifest(lake, manifest)  # the intent: written before the provider knows
     crash_point("submit.after_intent")
     lease.check()  # never call the provider once another pass may have taken over
-    status = provider.create_batch(body)
+    try:
+        status = provider.create_batch(body)
+    finally:
+        body.discard()
     crash_point("submit.after_create")
     manifest.provider_batch_id = status.id
     manifest.submitted_at = utcnow()

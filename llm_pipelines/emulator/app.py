@@ -299,6 +299,12 @@ def batch_line(item: Any, index: int, seen: set[str]) -> bytes:
 
 def stream_lines(path: Any, cut_at: int | None) -> Iterator[bytes]:
     """Result lines in bounded chunks; with ``cut_at``, the connection drops mid-line there."""
+    if cut_at is None:
+        # The usual case: the file as it is, a chunk at a time (never whole in memory).
+        with open(path, "rb") as handle:
+            while chunk := handle.read(STREAM_CHUNK):
+                yield chunk
+        return
     buffer = bytearray()
     with open(path, "rb") as handle:
         for index, line in enumerate(handle):

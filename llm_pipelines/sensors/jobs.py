@@ -21,6 +21,10 @@ from llm_pipelines.storage.lease import LeaseHeld, partition_lease
 SENSOR_RUN_TAGS = {"dagster/max_runtime": "3600"}
 """Sensor-launched runs: run monitoring ends one stuck this long, and the sensor asks again."""
 
+STAGE_TAG = "llm_pipelines/stage"
+"""Run tag naming what a run does to the provider; the run queue limits runs by it
+(``tag_concurrency_limits`` in dagster.yaml and deploy/dagster.yaml)."""
+
 daily_batch_cycle = dg.define_asset_job(
     "daily_batch_cycle",
     selection=dg.AssetSelection.assets(
@@ -33,7 +37,11 @@ daily_batch_cycle = dg.define_asset_job(
         "launched by batch_completion_sensor."
     ),
     # Every step is safe to repeat, so a failed or killed cycle is simply run again.
-    tags={"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"},
+    tags={
+        STAGE_TAG: "submit",
+        "dagster/max_retries": "3",
+        "dagster/retry_strategy": "FROM_FAILURE",
+    },
 )
 
 collect_batch_results = dg.define_asset_job(
@@ -44,7 +52,7 @@ collect_batch_results = dg.define_asset_job(
         "Collect ended batches of a partition, answer the tasks that reuse them, and refresh "
         "its cost report."
     ),
-    tags=SENSOR_RUN_TAGS,
+    tags={**SENSOR_RUN_TAGS, STAGE_TAG: "collect"},
 )
 
 resubmit_batch_retries = dg.define_asset_job(

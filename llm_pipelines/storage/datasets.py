@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from array import array
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from llm_pipelines.storage.lake import Lake
+from llm_pipelines.storage.lake import PLAIN_ENCODING, BackgroundParquetWriter, Lake
 
 LANDING = "landing"
 EVENTS = "events"
@@ -29,7 +30,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 EVENTS_SCHEMA = pa.schema(
     [
-        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
         pa.field("task_type", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("max_tokens", pa.int32(), nullable=False),
@@ -37,9 +38,11 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("deadline", TIMESTAMP),
         pa.field("requires_realtime", pa.bool_(), nullable=False),
         pa.field("prompt_chars", pa.int64(), nullable=False),
-        pa.field("request", pa.string(), nullable=False),  # canonical Messages API params
-        pa.field("metadata", pa.string()),  # producer's metadata, JSON
-        pa.field("source", pa.string(), nullable=False),  # landing file and line
+        # canonical Messages API params
+        pa.field("request", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
+        pa.field("metadata", pa.string(), metadata=PLAIN_ENCODING),  # producer's metadata, JSON
+        # landing file and line
+        pa.field("source", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
     ]
 )
 
@@ -59,7 +62,7 @@ TASKS_SCHEMA = pa.schema(
 
 RESULTS_SCHEMA = pa.schema(
     [
-        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
         pa.field("task_type", pa.string()),
         pa.field("route", pa.string(), nullable=False),
         pa.field("batch_id", pa.string()),
@@ -67,7 +70,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("model", pa.string()),
         pa.field("requested_model", pa.string()),
         pa.field("stop_reason", pa.string()),
-        pa.field("output_text", pa.string()),
+        pa.field("output_text", pa.string(), metadata=PLAIN_ENCODING),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("cache_write_5m_tokens", pa.int64()),
@@ -85,7 +88,8 @@ DEAD_LETTER_SCHEMA = pa.schema(
         pa.field("stage", pa.string(), nullable=False),  # intake|submit|collect|realtime|reuse
         pa.field("reason", pa.string(), nullable=False),
         pa.field("attempt", pa.int16(), nullable=False),
-        pa.field("payload", pa.string()),  # the original input, so it can be replayed
+        # the original input, so it can be replayed
+        pa.field("payload", pa.string(), metadata=PLAIN_ENCODING),
         pa.field("source", pa.string()),
         pa.field("dead_lettered_at", TIMESTAMP, nullable=False),
     ]
@@ -107,6 +111,18 @@ RETRIES_SCHEMA = pa.schema(
 the replay job (dead letters chosen by a person); packed by the next submission pass."""
 
 Stage = Literal["intake", "submit", "collect", "realtime", "reuse"]
+
+
+def utf8_array(values: list[bytes]) -> pa.StringArray:
+    """A string array from UTF-8 byte strings (such as orjson's output) in one copy.
+
+    Several times faster than ``pa.array(values)``, which converts item by item; the caller
+    vouches that every value is valid UTF-8. Chunks must stay under 2 GiB (32-bit offsets).
+    """
+    offsets = array("i", accumulate(map(len, values), initial=0))
+    return pa.StringArray.from_buffers(
+        len(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(values))
+    )
 
 
 def utcnow() -> datetime:
@@ -171,7 +187,7 @@ def write_manifest(lake: Lake, manifest: BatchManifest) -> None:
 class RowWriter:
     """Buffers rows and streams them to one parquet file in bounded chunks."""
 
-    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, chunk_rows: int) -> None:
+    def __init__(self, writer: BackgroundParquetWriter, schema: pa.Schema, chunk_rows: int) -> None:
         self._writer = writer
         self._schema = schema
         self._chunk_rows = chunk_rows

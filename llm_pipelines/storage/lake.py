@@ -9,16 +9,80 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import fsspec
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-READ_BATCH_ROWS = 16_384
-"""Rows per record batch when streaming a dataset: bounded memory, big enough to be fast."""
+from llm_pipelines.streams import prefetched
+
+READ_BATCH_ROWS = 4_096
+"""Rows per record batch when streaming a dataset: bounded memory (a few thousand requests of
+a few kB each), big enough to be fast."""
+
+PLAIN_ENCODING = {b"encoding": b"plain"}
+"""Field metadata for text columns that are (nearly) unique per row, such as a whole request:
+dictionary-encoding them only costs time and memory, so they are written plain, and with LZ4,
+which (de)compresses them several times faster than zstd for about twice the bytes: they are
+the bulk of every pass over a partition. Other columns are small and get zstd."""
+
+WRITES_IN_FLIGHT = 2
+"""Chunks a parquet writer may hold while its thread encodes and compresses them."""
+
+
+class BackgroundParquetWriter:
+    """A ``pq.ParquetWriter`` whose encoding and compression run on a second thread.
+
+    pyarrow releases the GIL while it writes, so the caller can build the next chunk in Python
+    while this one is compressed. At most :data:`WRITES_IN_FLIGHT` chunks wait, which bounds
+    the memory held; an error in the thread is raised by the next call.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self._writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The file's arrow schema."""
+        return self._writer.schema_arrow
+
+    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Queue a chunk; blocks only while enough chunks are already waiting."""
+        while len(self._pending) >= WRITES_IN_FLIGHT:
+            self._pending.popleft().result()
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._pending.append(self._thread.submit(self._writer.write_table, table))
+
+    def drain(self) -> None:
+        """Wait until every queued chunk is written; re-raise the first failure."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._thread.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Write what is queued, then the footer."""
+        try:
+            self.drain()
+        finally:
+            self._writer.close()
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: all but those marked :data:`PLAIN_ENCODING`."""
+    return [f.name for f in schema if (f.metadata or {}).get(b"encoding") != b"plain"]
 
 
 class Lake:
@@ -158,14 +222,33 @@ class Lake:
     # -- parquet -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def parquet_writer(self, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-        """A streaming parquet writer whose file appears only once it is complete."""
+    def parquet_writer(self, path: str, schema: pa.Schema) -> Iterator[BackgroundParquetWriter]:
+        """A streaming parquet writer whose file appears only once it is complete.
+
+        Chunks are compressed on a background thread (see :class:`BackgroundParquetWriter`);
+        columns marked :data:`PLAIN_ENCODING` skip dictionary encoding.
+        """
+        dictionary = dictionary_columns(schema)
         with self.open_atomic(path) as handle:
-            writer = pq.ParquetWriter(handle, schema, compression="zstd")
+            writer = BackgroundParquetWriter(
+                pq.ParquetWriter(
+                    handle,
+                    schema,
+                    compression={
+                        name: "zstd" if name in dictionary else "lz4" for name in schema.names
+                    },
+                    use_dictionary=dictionary,
+                    write_statistics=dictionary,
+                )
+            )
             try:
                 yield writer
-            finally:
-                writer.close()
+            except BaseException:
+                # Let the thread finish with the file before the upload is discarded.
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
+            writer.close()
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """Write a (bounded) table as one parquet file."""
@@ -178,11 +261,42 @@ class Lake:
         columns: list[str] | None = None,
         batch_size: int = READ_BATCH_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream record batches from parquet files, a bounded number of rows at a time."""
+        """Stream record batches from parquet files, a bounded number of rows at a time.
+
+        The next batches are read and decompressed on a second thread while the caller works
+        on this one (see :func:`prefetched`).
+        """
+        yield from prefetched(self._read_batches(list(paths), columns, batch_size))
+
+    def _read_batches(
+        self, paths: list[str], columns: list[str] | None, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
         for path in paths:
             with self.fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+                # Row group by row group: one reader over the whole file holds on to decoded
+                # data (hundreds of MB for a partition of long requests); this one does not.
+                for group in range(parquet.num_row_groups):
+                    yield from parquet.iter_batches(
+                        batch_size=batch_size, columns=columns, row_groups=[group]
+                    )
+
+    def find_rows(
+        self, path: str, key: str, values: pa.Array, columns: list[str]
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows of one parquet file whose ``key`` is in ``values``, with ``columns``.
+
+        The key column is read for every row group; the other (wide) columns only for row
+        groups that hold a match, so looking up a few rows does not decompress the file.
+        """
+        with self.fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                keys = parquet.read_row_group(group, columns=[key]).column(key)
+                mask = pc.is_in(keys, value_set=values)
+                if pc.any(mask).as_py():
+                    table = parquet.read_row_group(group, columns=[key, *columns])
+                    yield from table.filter(mask).to_batches()
 
     def read_table(
         self,

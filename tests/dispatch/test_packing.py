@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import orjson
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_pipelines.dispatch.packing import (
     ENVELOPE_BYTES,
@@ -16,8 +21,21 @@ from llm_pipelines.providers import ANTHROPIC_LIMITS, BatchLimits
 TINY = b'{"model":"claude-haiku-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
 
 
-def _requests(count: int, params: bytes = TINY):
-    return ((f"t{i}", params, i) for i in range(count))
+def _chunks(items: list[tuple[str, bytes, int]], rows: int = 4_096) -> Iterator[pa.RecordBatch]:
+    """(custom_id, params, meta) rows as the record batches pack() reads, a few at a time."""
+    for start in range(0, len(items), rows):
+        part = items[start : start + rows]
+        yield pa.RecordBatch.from_pydict(
+            {
+                "custom_id": [i for i, _, _ in part],
+                "params": pa.array([p for _, p, _ in part], pa.binary()).cast(pa.string()),
+                "meta": [m for _, _, m in part],
+            }
+        )
+
+
+def _requests(count: int, params: bytes = TINY) -> Iterator[pa.RecordBatch]:
+    return _chunks([(f"t{i}", params, i) for i in range(count)])
 
 
 def test_exactly_100000_requests_fit_one_batch() -> None:
@@ -48,15 +66,20 @@ def test_body_of_exactly_256_mb_fits_and_one_byte_more_splits() -> None:
         (f"r{i:02d}", _params_of_entry_size(f"r{i:02d}", size), i) for i, size in enumerate(sizes)
     ]
 
-    [exact] = list(pack(iter(items), ANTHROPIC_LIMITS))
+    # Spread over several chunks: a batch is assembled across chunk boundaries.
+    [exact] = list(pack(_chunks(items, rows=10), ANTHROPIC_LIMITS))
     assert isinstance(exact, PackedBatch)
     body = exact.close()
     assert len(body) == limit == exact.size
-    assert len(orjson.loads(body)["requests"]) == count
+    data = body.getvalue()
+    assert len(data) == limit
+    assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == [i for i, _, _ in items]
+    assert body.getvalue() == data, "a body can be read again (an SDK retry sends it twice)"
+    body.discard()
 
     last_id, _, meta = items[-1]
     items[-1] = (last_id, _params_of_entry_size(last_id, sizes[-1] + 1), meta)
-    split = list(pack(iter(items), ANTHROPIC_LIMITS))
+    split = list(pack(_chunks(items, rows=10), ANTHROPIC_LIMITS))
     assert [len(b.custom_ids) for b in split] == [count - 1, 1]
     assert all(b.size <= limit for b in split)
 
@@ -64,19 +87,84 @@ def test_body_of_exactly_256_mb_fits_and_one_byte_more_splits() -> None:
 def test_request_larger_than_any_batch_is_reported_not_dropped() -> None:
     limits = BatchLimits(max_requests=10, max_bytes=200)
     items = [("ok1", TINY, 1), ("huge", b'{"p":"' + b"a" * 500 + b'"}', 2), ("ok2", TINY, 3)]
-    out = list(pack(iter(items), limits))
+    out = list(pack(_chunks(items), limits))
     oversized = [o for o in out if isinstance(o, Oversized)]
     packed = [o for o in out if isinstance(o, PackedBatch)]
-    assert [o.custom_id for o in oversized] == ["huge"]
+    assert [(o.custom_id, o.row["meta"]) for o in oversized] == [("huge", 2)]
     assert sorted(i for b in packed for i in b.custom_ids) == ["ok1", "ok2"]
+    bodies = [orjson.loads(b.close().getvalue())["requests"] for b in packed]
+    assert [r["custom_id"] for body in bodies for r in body] == ["ok1", "ok2"]
 
 
 def test_every_request_is_packed_once_in_order() -> None:
     limits = BatchLimits(max_requests=7, max_bytes=1_000)
-    batches = list(pack(_requests(50), limits))
+    params = [orjson.dumps({"n": i, "text": "é" * (i % 13)}) for i in range(50)]
+    items = [(f"t{i}", params[i], i) for i in range(50)]
+    batches = list(pack(_chunks(items, rows=9), limits))
     ids = [i for b in batches for i in b.custom_ids]
     assert ids == [f"t{i}" for i in range(50)]
+    assert [m for b in batches for m in b.rows["meta"].to_pylist()] == list(range(50))
     for batch in batches:
-        decoded = orjson.loads(batch.close())["requests"]
+        body = batch.close()
+        decoded = orjson.loads(body.getvalue())["requests"]
         assert [r["custom_id"] for r in decoded] == batch.custom_ids
-        assert len(batch.close()) <= limits.max_bytes
+        assert [orjson.dumps(r["params"]) for r in decoded] == [
+            params[int(i[1:])] for i in batch.custom_ids
+        ]
+        assert len(body) == len(body.getvalue()) <= limits.max_bytes
+
+
+def test_an_oversized_request_does_not_close_the_batch_around_it() -> None:
+    limits = BatchLimits(max_requests=10, max_bytes=400)
+    items = [("ok1", TINY, 1), ("huge", b'{"p":"' + b"a" * 500 + b'"}', 2), ("ok2", TINY, 3)]
+    out = list(pack(_chunks(items), limits))
+    assert [type(o).__name__ for o in out] == ["Oversized", "PackedBatch"]
+    assert out[1].custom_ids == ["ok1", "ok2"]
+
+
+def _reference_pack(sizes: list[int], limits: BatchLimits) -> list[list[int] | int]:
+    """The packing rule written plainly, one request at a time: batches of row numbers, and
+    the row number of each request too large for any batch, in the order they are decided."""
+    out: list[list[int] | int] = []
+    batch: list[int] = []
+    size = ENVELOPE_BYTES
+    for row, entry in enumerate(sizes):
+        if ENVELOPE_BYTES + entry > limits.max_bytes:
+            out.append(row)
+            continue
+        separator = 1 if batch else 0
+        if len(batch) >= limits.max_requests or size + separator + entry > limits.max_bytes:
+            out.append(batch)
+            batch, size, separator = [], ENVELOPE_BYTES, 0
+        batch.append(row)
+        size += separator + entry
+    if batch:
+        out.append(batch)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=60),
+    max_requests=st.integers(min_value=1, max_value=12),
+    max_bytes=st.integers(min_value=60, max_value=1_500),
+    chunk_rows=st.integers(min_value=1, max_value=25),
+)
+def test_columnar_packing_matches_the_plain_rule(
+    lengths: list[int], max_requests: int, max_bytes: int, chunk_rows: int
+) -> None:
+    limits = BatchLimits(max_requests=max_requests, max_bytes=max_bytes)
+    items = [(f"r{i}", b'{"p":"' + b"x" * n + b'"}', i) for i, n in enumerate(lengths)]
+    sizes = [len(request_entry(i, p)) for i, p, _ in items]
+    expected = _reference_pack(sizes, limits)
+    got: list[list[int] | int] = []
+    for item in pack(_chunks(items, rows=chunk_rows), limits):
+        if isinstance(item, Oversized):
+            got.append(item.row["meta"])
+            continue
+        body = item.close()
+        data = body.getvalue()
+        assert len(data) == len(body) == item.size <= max_bytes
+        assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == item.custom_ids
+        got.append(item.rows["meta"].to_pylist())
+    assert got == expected

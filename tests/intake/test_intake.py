@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 
 from llm_pipelines.intake import ingest_partition, parse_line
 from llm_pipelines.storage import Lake, LandingZone
-from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, EVENTS
+from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, EVENTS, LANDING
 from llm_pipelines.tasks import LLMTask, content_task_id
 
 GOOD = {
@@ -81,3 +81,39 @@ def test_flush_id_makes_a_retried_flush_idempotent(lake: Lake, day: str) -> None
     second = landing.append([GOOD], partition=day, flush_id="producer-7")
     assert first == second
     assert ingest_partition(lake, day).lines == 1
+
+
+def test_validating_in_worker_processes_gives_the_same_partition(
+    tmp_path, day: str, monkeypatch
+) -> None:
+    import llm_pipelines.intake as intake
+    from llm_pipelines.demo.workload import generate_tasks
+
+    # Small pieces: several per landing file, so order and line numbers cross piece borders.
+    monkeypatch.setattr(intake, "PIECE_BYTES", 16 * 1024)
+    items = list(generate_tasks(day, 300, seed=4, invalid_share=0.05, duplicate_share=0.08))
+    outcomes = []
+    for workers in (1, 2):
+        lake = Lake(str(tmp_path / f"lake-{workers}"))
+        LandingZone(lake).append(items, partition=day, flush_id="f", flush_rows=120)
+        stats = ingest_partition(lake, day, workers=workers)
+        events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+        dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+        outcomes.append((stats, events, dead.drop_columns(["dead_lettered_at"])))
+    (serial, serial_events, serial_dead), (parallel, parallel_events, parallel_dead) = outcomes
+    assert serial == parallel
+    assert serial.duplicates > 0 and serial.invalid > 0
+    assert serial.lines == 300 and serial.landing_files == 3
+    assert parallel_events.equals(serial_events)
+    assert parallel_dead.equals(serial_dead)
+    # Each event's source is the landing file and line it came from, across piece borders.
+    landing = {
+        path.rsplit("/", 1)[1]: lake.read_bytes(path).split(b"\n")
+        for path in lake.files(LANDING, day, ".jsonl")
+    }
+    for source, task_id in zip(
+        serial_events["source"].to_pylist(), serial_events["task_id"].to_pylist(), strict=True
+    ):
+        name, number = source.rsplit(":", 1)
+        row, _ = parse_line(landing[name][int(number) - 1])
+        assert row is not None and row["task_id"] == task_id, source
