@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -34,10 +30,6 @@ EVENTS_FILE = "events.parquet"
 MAX_REASON_CHARS = 600
 PIECE_BYTES = 8 * 1024 * 1024
 """Landing lines are validated in pieces of about this many bytes (a few thousand tasks)."""
-INTAKE_WORKERS_ENV = "LLM_PIPELINES_INTAKE_WORKERS"
-PARALLEL_FROM_BYTES = 128 * 1024 * 1024
-"""Below this much landing data, validating in process is faster than starting workers."""
-MAX_WORKERS = 8
 
 
 @dataclass
@@ -151,7 +143,7 @@ class ParsedPiece:
 
 
 def parse_piece(piece: LandingPiece) -> ParsedPiece:
-    """Validate every line of a piece (in this process or in a worker: no shared state)."""
+    """Validate every line of a piece into a columnar batch of events and dead-letter rows."""
     models = _default_models()
     chunk = EventChunk()
     dead: list[dict[str, Any]] = []
@@ -178,53 +170,6 @@ def parse_piece(piece: LandingPiece) -> ParsedPiece:
         task_id = fields.task_id or content_task_id(fields.task_type, request)
         chunk.add(task_id, fields, request, f"{piece.file}:{number}")
     return ParsedPiece(chunk.take(), dead, lines, invalid, landing_bytes)
-
-
-def intake_workers(landing_bytes: int) -> int:
-    """Processes to validate with: ``LLM_PIPELINES_INTAKE_WORKERS`` (default 1, in process),
-    and 1 for a landing zone under :data:`PARALLEL_FROM_BYTES`, where starting workers costs
-    more than it saves.
-
-    Validation is the most CPU-bound step (pure Python, one core): on a node with cores to
-    spare, workers cut its time nearly by their number. Each holds its own interpreter
-    (~150 MB), so on a small node the default stays in process.
-    """
-    workers = int(os.environ.get(INTAKE_WORKERS_ENV) or 1)
-    return 1 if landing_bytes < PARALLEL_FROM_BYTES else max(1, min(workers, MAX_WORKERS))
-
-
-@cache
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a server that has imported intake (and pandas, which pyarrow loads
-    on its first array from Python objects), so each starts warm. Not plain fork: the caller
-    has threads (parquet writer, Dagster's own), and fork copies their locks mid-use."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["llm_pipelines.intake", "pandas"])
-    return context
-
-
-def parsed_pieces(pieces: Iterator[LandingPiece], workers: int) -> Iterator[ParsedPiece]:
-    """Each piece validated, in order; with ``workers`` > 1, in that many worker processes.
-
-    Validation is pure Python (the GIL allows one thread at a time), so it is what uses a
-    second core. At most two pieces per worker are in flight: memory stays bounded.
-    """
-    if workers <= 1:
-        yield from map(parse_piece, pieces)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
-    ahead: deque[Future[ParsedPiece]] = deque()
-    try:
-        for piece in pieces:
-            ahead.append(pool.submit(parse_piece, piece))
-            if len(ahead) >= 2 * workers:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class EventChunk:
@@ -283,18 +228,15 @@ class EventChunk:
         return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
 
 
-def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> IntakeStats:
+def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
     """Validate and deduplicate one partition's landing zone into ``events/``.
 
-    Streams piece by piece and writes in bounded chunks; the set of task ids seen (about 100
-    bytes per task) is the only state that grows with the partition. ``workers`` processes
-    validate (default: :func:`intake_workers`); the result is the same with any number.
-    Re-running replaces both the events file and the intake dead letters for the partition.
+    Streams piece by piece (events are written in one chunk per piece, on a writer thread);
+    the set of task ids seen (about 100 bytes per task) is the only state that grows with
+    the partition. Re-running replaces both the events file and the intake dead letters.
     """
     landing = lake.files(LANDING, partition, ".jsonl")
     stats = IntakeStats(landing_files=len(landing))
-    if workers is None:
-        workers = intake_workers(sum(lake.size(path) for path in landing))
     seen: set[str] = set()
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
@@ -302,7 +244,7 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
         write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
         write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
     ):
-        for parsed in parsed_pieces(landing_pieces(lake, landing), workers):
+        for parsed in map(parse_piece, landing_pieces(lake, landing)):
             stats.lines += parsed.lines
             stats.invalid += parsed.invalid
             stats.landing_bytes += parsed.landing_bytes
@@ -314,7 +256,9 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
                 if task_id not in seen:
                     seen.add(task_id)
                     fresh.append(row)
-            stats.duplicates += parsed.events.num_rows - len(fresh)
-            events.add_batch(parsed.events.take(pa.array(fresh, pa.int64())))
+            repeats = parsed.events.num_rows - len(fresh)
+            stats.duplicates += repeats
+            kept = parsed.events.take(pa.array(fresh, pa.int64())) if repeats else parsed.events
+            events.add_batch(kept)
     stats.valid = events.rows
     return stats

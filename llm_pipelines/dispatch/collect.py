@@ -79,6 +79,42 @@ MESSAGE_COLUMNS = (
 """Result-row columns that come from the provider's message (see ``RESULT_COLUMNS``)."""
 
 
+def _first_sightings(positions: pa.Array, seen: bytearray, stats: CollectStats) -> pa.Array:
+    """Rows whose task is expected (a position in the sidecar) and not seen before.
+
+    The provider may repeat a line or send one nobody asked for: the first of each counts.
+    """
+    fresh = []
+    for row, position in enumerate(positions.to_pylist()):
+        if position is None:
+            stats.unexpected += 1
+        elif seen[position]:
+            stats.duplicates += 1
+        else:
+            seen[position] = 1
+            fresh.append(row)
+    return pa.array(fresh, pa.int64())
+
+
+def _result_rows(
+    answered: pa.Table, meta: pa.Table, manifest: BatchManifest, collected_at: datetime
+) -> pa.Table:
+    """Result rows (costs excepted) for a chunk's succeeded requests."""
+    rows = answered.num_rows
+    return pa.table(
+        {
+            **{name: answered[name] for name in MESSAGE_COLUMNS},
+            "task_id": answered["custom_id"],
+            "task_type": meta["task_type"],
+            "route": pa.repeat(BATCH, rows),
+            "batch_id": pa.repeat(manifest.provider_batch_id, rows),
+            "attempt": pa.repeat(pa.scalar(manifest.attempt, pa.int16()), rows),
+            "requested_model": pc.coalesce(meta["requested_model"], answered["model"]),
+            "collected_at": pa.repeat(pa.scalar(collected_at, TIMESTAMP), rows),
+        }
+    )
+
+
 def _failure(row: dict[str, Any]) -> RequestResult:
     """A result chunk's row that did not succeed, as the request result it stands for."""
     if row["outcome"] == "errored":
@@ -122,15 +158,7 @@ def collect_batch(
     with write_results(lake, results_path, prices) as results:
         for chunk in provider.iter_result_chunks(manifest.provider_batch_id):
             positions = pc.index_in(chunk["custom_id"], value_set=expected)
-            fresh = []
-            for row, position in enumerate(positions.to_pylist()):
-                if position is None:
-                    stats.unexpected += 1
-                elif seen[position]:
-                    stats.duplicates += 1
-                else:
-                    seen[position] = 1
-                    fresh.append(row)
+            fresh = _first_sightings(positions, seen, stats)
             chunk, positions = chunk.take(fresh), positions.take(fresh)
             counts = pc.value_counts(chunk["outcome"])
             for outcome, count in zip(
@@ -138,25 +166,9 @@ def collect_batch(
             ):
                 stats.counts[outcome] = stats.counts.get(outcome, 0) + count
             succeeded = pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"])
-            for row in chunk.filter(pc.invert(succeeded)).to_pylist():
-                failed.append(_failure(row))
-            answered = chunk.filter(succeeded)
+            failed.extend(_failure(row) for row in chunk.filter(pc.invert(succeeded)).to_pylist())
             meta = sidecar.take(positions.filter(succeeded))
-            rows = answered.num_rows
-            results.add_table(
-                pa.table(
-                    {
-                        **{name: answered[name] for name in MESSAGE_COLUMNS},
-                        "task_id": answered["custom_id"],
-                        "task_type": meta["task_type"],
-                        "route": pa.repeat(BATCH, rows),
-                        "batch_id": pa.repeat(manifest.provider_batch_id, rows),
-                        "attempt": pa.repeat(pa.scalar(manifest.attempt, pa.int16()), rows),
-                        "requested_model": pc.coalesce(meta["requested_model"], answered["model"]),
-                        "collected_at": pa.repeat(pa.scalar(collected_at, TIMESTAMP), rows),
-                    }
-                )
-            )
+            results.add_table(_result_rows(chunk.filter(succeeded), meta, manifest, collected_at))
         missing = [
             task_id for task_id, got in zip(expected.to_pylist(), seen, strict=True) if not got
         ]

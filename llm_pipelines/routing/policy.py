@@ -123,10 +123,15 @@ class RoutingPolicy(BaseModel):
         for i, request in enumerate(requests):
             original = models[i]
             target = self.model_map.get(task_types[i], original)
-            cacheable = caching.enabled and b'"system"' in request
-            if target == original and not cacheable:
-                continue
-            params: dict[str, Any] = orjson.loads(request)
+            if target == original:
+                # Parse only a request that has a system prompt to cache.
+                if not (caching.enabled and b'"system"' in request):
+                    continue
+                params: dict[str, Any] = orjson.loads(request)
+                cacheable = True
+            else:
+                params = orjson.loads(request)
+                cacheable = caching.enabled and "system" in params
             params["model"] = models[i] = target
             if cacheable:
                 ttl = caching.batch_ttl if routes[i] == BATCH else caching.realtime_ttl
