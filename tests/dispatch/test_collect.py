@@ -110,9 +110,8 @@ def test_a_line_the_json_reader_cannot_type_is_decoded_line_by_line() -> None:
     assert table.equals(_decode_lines(block))
 
 
-def test_collect_counts_every_outcome_once_and_dead_letters_the_rest(
-    tmp_path: Path, day: str
-) -> None:
+def _routed_partition(tmp_path: Path, day: str, count: int) -> Lake:
+    """A lake with ``count`` batchable tasks (``t-<i>``: "grade answer <i>") landed and routed."""
     lake = Lake(str(tmp_path / "lake"))
     tasks = [
         {
@@ -122,11 +121,18 @@ def test_collect_counts_every_outcome_once_and_dead_letters_the_rest(
             "max_tokens": 20,
             "messages": [{"role": "user", "content": f"grade answer {i}"}],
         }
-        for i in range(400)
+        for i in range(count)
     ]
     LandingZone(lake).append(tasks, partition=day)
     ingest_partition(lake, day)
     route_partition(lake, day, default_policy(), default_price_table(), utcnow())
+    return lake
+
+
+def test_collect_counts_every_outcome_once_and_dead_letters_the_rest(
+    tmp_path: Path, day: str
+) -> None:
+    lake = _routed_partition(tmp_path, day, 400)
     faults = FaultPlan(seed=5, errored_rate=0.1, expired_rate=0.05, canceled_rate=0.05)
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator"), faults=faults))
     provider = AnthropicProvider(in_process_client(app))
@@ -159,20 +165,7 @@ def test_collect_counts_every_outcome_once_and_dead_letters_the_rest(
 def test_repeated_unknown_and_absent_lines_are_counted_not_written(
     tmp_path: Path, day: str
 ) -> None:
-    lake = Lake(str(tmp_path / "lake"))
-    tasks = [
-        {
-            "task_id": f"t-{i}",
-            "task_type": "offline_eval",
-            "model": "claude-haiku-4-5",
-            "max_tokens": 10,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-        for i in range(3)
-    ]
-    LandingZone(lake).append(tasks, partition=day)
-    ingest_partition(lake, day)
-    route_partition(lake, day, default_policy(), default_price_table(), utcnow())
+    lake = _routed_partition(tmp_path, day, 3)
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator")))
     provider = AnthropicProvider(in_process_client(app))
     submit_partition(lake, provider, day)
