@@ -35,7 +35,9 @@ BLOCK = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=8)}),
     st.fixed_dictionaries(
         {"type": st.just("tool_use"), "id": st.just("tu_1"), "name": st.just("f")},
-        optional={"input": st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)},
+        optional={
+            "input": st.dictionaries(st.text(max_size=3), st.integers(-1000, 1000), max_size=2)
+        },
     ),
     st.fixed_dictionaries({"type": st.just("thinking"), "thinking": st.text(max_size=5)}),
 )
