@@ -182,7 +182,7 @@ def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) 
 
 
 def _descendants(pid: int) -> list[int]:
-    """Child processes of ``pid``, recursively (intake's validation workers, among others)."""
+    """Child processes of ``pid``, recursively."""
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
@@ -195,8 +195,8 @@ def _descendants(pid: int) -> list[int]:
 class RssSampler:
     """Samples resident memory on a thread and records the peak of each phase.
 
-    Counts this process and every process it started (worker processes are part of the
-    pipeline's footprint); shared pages are counted once per process, so this over-counts.
+    Counts this process and any process it started (shared pages once per process, so it
+    over-counts rather than under-counts).
     """
 
     def __init__(self, interval_s: float = 0.01) -> None:

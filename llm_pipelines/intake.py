@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
@@ -27,17 +24,12 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.streams import iter_lines, line_blocks, read_blocks
 from llm_pipelines.tasks import LLMTask, TaskFields, canonical_json, content_task_id, fast_task
 
 EVENTS_FILE = "events.parquet"
 MAX_REASON_CHARS = 600
 PIECE_BYTES = 8 * 1024 * 1024
 """Landing lines are validated in pieces of about this many bytes (a few thousand tasks)."""
-INTAKE_WORKERS_ENV = "LLM_PIPELINES_INTAKE_WORKERS"
-PARALLEL_FROM_BYTES = 128 * 1024 * 1024
-"""Below this much landing data, validating in process is faster than starting workers."""
-MAX_WORKERS = 8
 
 
 @dataclass
@@ -120,23 +112,29 @@ def _default_models() -> frozenset[str]:
 
 
 def landing_pieces(lake: Lake, paths: list[str]) -> Iterator[LandingPiece]:
-    """The landing files cut into pieces of whole lines, about :data:`PIECE_BYTES` each."""
+    """The landing files' lines, a piece of about :data:`PIECE_BYTES` at a time."""
     for path in paths:
         name = path.rsplit("/", 1)[1]
         first_line = 1
+        rest = b""
         with lake.fs.open(path, "rb") as handle:
-            for block in line_blocks(read_blocks(handle, PIECE_BYTES), PIECE_BYTES):
-                yield LandingPiece(name, first_line, block)
-                first_line += block.count(b"\n")
+            # One read and one split per piece: far cheaper than reading line by line.
+            while block := handle.read(PIECE_BYTES):
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()  # not yet a whole line
+                yield LandingPiece(name, first_line, lines)
+                first_line += len(lines)
+        if rest:
+            yield LandingPiece(name, first_line, [rest])
 
 
 @dataclass(frozen=True)
 class LandingPiece:
-    """Whole lines of one landing file, and the number of the first."""
+    """Lines of one landing file (without their newlines), and the number of the first."""
 
     file: str
     first_line: int
-    data: bytes
+    lines: list[bytes]
 
 
 @dataclass
@@ -151,80 +149,42 @@ class ParsedPiece:
 
 
 def parse_piece(piece: LandingPiece) -> ParsedPiece:
-    """Validate every line of a piece (in this process or in a worker: no shared state)."""
+    """Validate every line of a piece into a columnar batch of events and dead-letter rows."""
     models = _default_models()
-    chunk = EventChunk()
+    chunk = EventChunk(piece.file)
     dead: list[dict[str, Any]] = []
     lines = invalid = landing_bytes = 0
-    for number, line in enumerate(iter_lines([piece.data]), piece.first_line):
+    loads, dumps = orjson.loads, orjson.dumps
+    for number, line in enumerate(piece.lines, piece.first_line):
         stripped = line.strip()
         if not stripped:
             continue
         lines += 1
         landing_bytes += len(stripped) + 1
-        fields, reason = validate_line(stripped, models)
-        if fields is None:
-            invalid += 1
-            dead.append(
-                dead_letter_row(
-                    stage="intake",
-                    reason=reason or "invalid",
-                    payload=stripped.decode("utf-8", errors="replace"),
-                    source=f"{piece.file}:{number}",
+        # The common case inline (this loop runs once per task); anything else goes through
+        # validate_line, which decides exactly and words the reason.
+        try:
+            raw = loads(stripped)
+        except orjson.JSONDecodeError:
+            raw = None
+        fields = fast_task(raw) if type(raw) is dict else None
+        if fields is None or fields.model not in models:
+            fields, reason = validate_line(stripped, models)
+            if fields is None:
+                invalid += 1
+                dead.append(
+                    dead_letter_row(
+                        stage="intake",
+                        reason=reason or "invalid",
+                        payload=stripped.decode("utf-8", errors="replace"),
+                        source=f"{piece.file}:{number}",
+                    )
                 )
-            )
-            continue
-        request = canonical_json(fields.params)
+                continue
+        request = dumps(fields.params, option=orjson.OPT_SORT_KEYS)  # canonical_json
         task_id = fields.task_id or content_task_id(fields.task_type, request)
-        chunk.add(task_id, fields, request, f"{piece.file}:{number}")
+        chunk.add(task_id, fields, request, number)
     return ParsedPiece(chunk.take(), dead, lines, invalid, landing_bytes)
-
-
-def intake_workers(landing_bytes: int) -> int:
-    """Processes to validate with: ``LLM_PIPELINES_INTAKE_WORKERS`` (default 1, in process),
-    and 1 for a landing zone under :data:`PARALLEL_FROM_BYTES`, where starting workers costs
-    more than it saves.
-
-    Validation is the most CPU-bound step (pure Python, one core): on a node with cores to
-    spare, workers cut its time nearly by their number. Each holds its own interpreter
-    (~150 MB), so on a small node the default stays in process.
-    """
-    workers = int(os.environ.get(INTAKE_WORKERS_ENV) or 1)
-    return 1 if landing_bytes < PARALLEL_FROM_BYTES else max(1, min(workers, MAX_WORKERS))
-
-
-@cache
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a server that has imported intake (and pandas, which pyarrow loads
-    on its first array from Python objects), so each starts warm. Not plain fork: the caller
-    has threads (parquet writer, Dagster's own), and fork copies their locks mid-use."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["llm_pipelines.intake", "pandas"])
-    return context
-
-
-def parsed_pieces(pieces: Iterator[LandingPiece], workers: int) -> Iterator[ParsedPiece]:
-    """Each piece validated, in order; with ``workers`` > 1, in that many worker processes.
-
-    Validation is pure Python (the GIL allows one thread at a time), so it is what uses a
-    second core. At most two pieces per worker are in flight: memory stays bounded.
-    """
-    if workers <= 1:
-        yield from map(parse_piece, pieces)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
-    ahead: deque[Future[ParsedPiece]] = deque()
-    try:
-        for piece in pieces:
-            ahead.append(pool.submit(parse_piece, piece))
-            if len(ahead) >= 2 * workers:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class EventChunk:
@@ -234,7 +194,8 @@ class EventChunk:
     cheaper; the request column arrives as canonical JSON bytes and is joined in one copy.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, source_file: str) -> None:
+        self.source_file = source_file
         self.columns: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
         self._requests = self.columns["request"]
         # Bound once: appending is the per-row cost of the chunk.
@@ -243,8 +204,8 @@ class EventChunk:
     def __len__(self) -> int:
         return len(self._requests)
 
-    def add(self, task_id: str, fields: TaskFields, request: bytes, source: str) -> None:
-        """Append one event."""
+    def add(self, task_id: str, fields: TaskFields, request: bytes, line_number: int) -> None:
+        """Append one event (``request`` is its canonical JSON; the line is in the source)."""
         (
             add_task_id,
             add_task_type,
@@ -268,7 +229,7 @@ class EventChunk:
         add_prompt_chars(fields.prompt_chars)
         add_request(request)
         add_metadata(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
-        add_source(source)
+        add_source(line_number)
 
     def take(self) -> pa.RecordBatch:
         """The gathered events as a record batch; the chunk starts empty again."""
@@ -277,24 +238,24 @@ class EventChunk:
             values = self.columns[field.name]
             if field.name == "request":
                 arrays.append(utf8_array(values))  # orjson's output is valid UTF-8
+            elif field.name == "source":  # "<file>:<line>", joined in arrow, not per row
+                numbers = pc.cast(pa.array(values, pa.int64()), pa.string())
+                arrays.append(pc.binary_join_element_wise(self.source_file, numbers, ":"))
             else:
                 arrays.append(pa.array(values, field.type))
             values.clear()
         return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
 
 
-def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> IntakeStats:
+def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
     """Validate and deduplicate one partition's landing zone into ``events/``.
 
-    Streams piece by piece and writes in bounded chunks; the set of task ids seen (about 100
-    bytes per task) is the only state that grows with the partition. ``workers`` processes
-    validate (default: :func:`intake_workers`); the result is the same with any number.
-    Re-running replaces both the events file and the intake dead letters for the partition.
+    Streams piece by piece (events are written in one chunk per piece, on a writer thread);
+    the set of task ids seen (about 100 bytes per task) is the only state that grows with
+    the partition. Re-running replaces both the events file and the intake dead letters.
     """
     landing = lake.files(LANDING, partition, ".jsonl")
     stats = IntakeStats(landing_files=len(landing))
-    if workers is None:
-        workers = intake_workers(sum(lake.size(path) for path in landing))
     seen: set[str] = set()
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
@@ -302,7 +263,7 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
         write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
         write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
     ):
-        for parsed in parsed_pieces(landing_pieces(lake, landing), workers):
+        for parsed in map(parse_piece, landing_pieces(lake, landing)):
             stats.lines += parsed.lines
             stats.invalid += parsed.invalid
             stats.landing_bytes += parsed.landing_bytes
@@ -314,7 +275,9 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
                 if task_id not in seen:
                     seen.add(task_id)
                     fresh.append(row)
-            stats.duplicates += parsed.events.num_rows - len(fresh)
-            events.add_batch(parsed.events.take(pa.array(fresh, pa.int64())))
+            repeats = parsed.events.num_rows - len(fresh)
+            stats.duplicates += repeats
+            kept = parsed.events.take(pa.array(fresh, pa.int64())) if repeats else parsed.events
+            events.add_batch(kept)
     stats.valid = events.rows
     return stats

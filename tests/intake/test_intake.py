@@ -83,36 +83,34 @@ def test_flush_id_makes_a_retried_flush_idempotent(lake: Lake, day: str) -> None
     assert ingest_partition(lake, day).lines == 1
 
 
-def test_validating_in_worker_processes_gives_the_same_partition(
-    tmp_path, day: str, monkeypatch
-) -> None:
+def test_pieces_of_a_landing_file_add_up_to_the_whole_file(tmp_path, day: str, monkeypatch) -> None:
     import llm_pipelines.intake as intake
     from llm_pipelines.demo.workload import generate_tasks
 
-    # Small pieces: several per landing file, so order and line numbers cross piece borders.
-    monkeypatch.setattr(intake, "PIECE_BYTES", 16 * 1024)
     items = list(generate_tasks(day, 300, seed=4, invalid_share=0.05, duplicate_share=0.08))
     outcomes = []
-    for workers in (1, 2):
-        lake = Lake(str(tmp_path / f"lake-{workers}"))
+    for piece_bytes in (intake.PIECE_BYTES, 16 * 1024):
+        # Small pieces: several per file, so line numbers and repeats cross piece borders.
+        monkeypatch.setattr(intake, "PIECE_BYTES", piece_bytes)
+        lake = Lake(str(tmp_path / f"lake-{piece_bytes}"))
         LandingZone(lake).append(items, partition=day, flush_id="f", flush_rows=120)
-        stats = ingest_partition(lake, day, workers=workers)
+        stats = ingest_partition(lake, day)
         events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
         dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
         outcomes.append((stats, events, dead.drop_columns(["dead_lettered_at"])))
-    (serial, serial_events, serial_dead), (parallel, parallel_events, parallel_dead) = outcomes
-    assert serial == parallel
-    assert serial.duplicates > 0 and serial.invalid > 0
-    assert serial.lines == 300 and serial.landing_files == 3
-    assert parallel_events.equals(serial_events)
-    assert parallel_dead.equals(serial_dead)
-    # Each event's source is the landing file and line it came from, across piece borders.
+    (whole, whole_events, whole_dead), (pieces, piece_events, piece_dead) = outcomes
+    assert whole == pieces
+    assert whole.duplicates > 0 and whole.invalid > 0
+    assert whole.lines == 300 and whole.landing_files == 3
+    assert piece_events.equals(whole_events)
+    assert piece_dead.equals(whole_dead)
+    # Each event's source is the landing file and line it came from.
     landing = {
         path.rsplit("/", 1)[1]: lake.read_bytes(path).split(b"\n")
         for path in lake.files(LANDING, day, ".jsonl")
     }
     for source, task_id in zip(
-        serial_events["source"].to_pylist(), serial_events["task_id"].to_pylist(), strict=True
+        piece_events["source"].to_pylist(), piece_events["task_id"].to_pylist(), strict=True
     ):
         name, number = source.rsplit(":", 1)
         row, _ = parse_line(landing[name][int(number) - 1])
