@@ -120,7 +120,8 @@ def landing_pieces(lake: Lake, paths: list[str]) -> Iterator[LandingPiece]:
         with lake.fs.open(path, "rb") as handle:
             # One read and one split per piece: far cheaper than reading line by line.
             while block := handle.read(PIECE_BYTES):
-                lines = (rest + block).split(b"\n")
+                lines = block.split(b"\n")
+                lines[0] = rest + lines[0]  # the line the last piece ended in (not the block)
                 rest = lines.pop()  # not yet a whole line
                 yield LandingPiece(name, first_line, lines)
                 first_line += len(lines)

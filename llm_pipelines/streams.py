@@ -19,18 +19,12 @@ def iter_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     for block in blocks:
         if not block:
             continue
-        lines = (rest + block).split(b"\n")
+        lines = block.split(b"\n")
+        lines[0] = rest + lines[0]  # not rest + block: that would copy the whole block
         rest = lines.pop()
         yield from lines
     if rest:
         yield rest
-
-
-def read_blocks(handle: object, size: int) -> Iterator[bytes]:
-    """``handle.read(size)`` until the end of the file."""
-    read = handle.read  # type: ignore[attr-defined]
-    while block := read(size):
-        yield block
 
 
 def line_blocks(blocks: Iterable[bytes], size: int) -> Iterator[bytes]:
