@@ -29,7 +29,7 @@ def test_a_body_on_disk_is_sent_whole_on_every_retry(tmp_path: Path) -> None:
     assert len(body) > SPOOL_IN_MEMORY  # so it was spooled to a temporary file
 
     # The first attempts at creating the batch fail with 429/5xx; the SDK retries.
-    faults = FaultPlan(seed=3, endpoint_error_rates={"batches_create": 0.7}, retry_after_ms=0)
+    faults = FaultPlan(seed=3, endpoint_error_rates={"batches_create": 0.7}, retry_after_ms=1)
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path), faults=faults))
     provider = AnthropicProvider(in_process_client(app, max_retries=8))
     status = provider.create_batch(body)
