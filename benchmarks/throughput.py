@@ -245,18 +245,22 @@ def timed(into: dict[str, float], name: str) -> Iterator[None]:
 # -- the pipeline ----------------------------------------------------------------------------
 
 
-def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, int]:
+def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, Any]:
     """Landing → events → routed tasks → batch bodies, as the assets run it."""
-    intake = ingest_partition(lake, DAY)
-    routing = route_partition(lake, DAY, default_policy(), default_price_table(), now)
+    steps: dict[str, float] = {}
+    with timed(steps, "intake_s"):
+        intake = ingest_partition(lake, DAY)
+    with timed(steps, "routing_s"):
+        routing = route_partition(lake, DAY, default_policy(), default_price_table(), now)
     bodies = payload_bytes = 0
-    for item in batch_payloads(lake, DAY, ANTHROPIC_LIMITS):
-        if isinstance(item, Oversized):
-            continue
-        body = item.close()
-        bodies += 1
-        payload_bytes += len(body)
-        body.discard()
+    with timed(steps, "payloads_s"):
+        for item in batch_payloads(lake, DAY, ANTHROPIC_LIMITS):
+            if isinstance(item, Oversized):
+                continue
+            body = item.close()
+            bodies += 1
+            payload_bytes += len(body)
+            body.discard()
     return {
         "valid": intake.valid,
         "invalid": intake.invalid,
@@ -264,6 +268,7 @@ def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, int]:
         "batch_routed": routing.batch,
         "batch_bodies": bodies,
         "payload_bytes": payload_bytes,
+        "ingest_steps_s": {k: round(v, 2) for k, v in steps.items() if not k.endswith("_cpu")},
     }
 
 

@@ -33,6 +33,7 @@ which (de)compresses them several times faster than zstd for about twice the byt
 the bulk of every pass over a partition. Other columns are small and get zstd."""
 
 WRITES_IN_FLIGHT = 2
+WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 """Chunks a parquet writer may hold while its thread encodes and compresses them."""
 
 
@@ -230,9 +231,13 @@ class Lake:
         """
         dictionary = dictionary_columns(schema)
         with self.open_atomic(path) as handle:
+            # An arrow-side buffer before the Python file object: the writer thread then needs
+            # the GIL once per buffer instead of once per page, and does not stall behind the
+            # caller's Python code.
+            sink = pa.output_stream(handle, buffer_size=WRITE_BUFFER_BYTES)
             writer = BackgroundParquetWriter(
                 pq.ParquetWriter(
-                    handle,
+                    sink,
                     schema,
                     compression={
                         name: "zstd" if name in dictionary else "lz4" for name in schema.names
@@ -249,6 +254,7 @@ class Lake:
                     writer.close()
                 raise
             writer.close()
+            sink.flush()
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """Write a (bounded) table as one parquet file."""
