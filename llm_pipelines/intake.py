@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
+from llm_pipelines.routing.caching import RequestShape, canonical_request, shape_array
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS,
@@ -24,7 +25,7 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.tasks import LLMTask, TaskFields, canonical_json, content_task_id, fast_task
+from llm_pipelines.tasks import LLMTask, TaskFields, content_task_id, fast_task
 
 EVENTS_FILE = "events.parquet"
 MAX_REASON_CHARS = 600
@@ -91,7 +92,7 @@ def parse_line(
     fields, reason = validate_line(line, known_models)
     if fields is None:
         return None, reason
-    request = canonical_json(fields.params)
+    request, shape = canonical_request(fields.params)
     return {
         "task_id": fields.task_id or content_task_id(fields.task_type, request),
         "task_type": fields.task_type,
@@ -103,6 +104,7 @@ def parse_line(
         "prompt_chars": fields.prompt_chars,
         "request": request.decode(),
         "metadata": orjson.dumps(fields.metadata).decode() if fields.metadata else None,
+        "shape": shape._asdict(),
     }, None
 
 
@@ -155,7 +157,7 @@ def parse_piece(piece: LandingPiece) -> ParsedPiece:
     chunk = EventChunk(piece.file)
     dead: list[dict[str, Any]] = []
     lines = invalid = landing_bytes = 0
-    loads, dumps = orjson.loads, orjson.dumps
+    loads = orjson.loads
     for number, line in enumerate(piece.lines, piece.first_line):
         stripped = line.strip()
         if not stripped:
@@ -182,9 +184,9 @@ def parse_piece(piece: LandingPiece) -> ParsedPiece:
                     )
                 )
                 continue
-        request = dumps(fields.params, option=orjson.OPT_SORT_KEYS)  # canonical_json
+        request, shape = canonical_request(fields.params)
         task_id = fields.task_id or content_task_id(fields.task_type, request)
-        chunk.add(task_id, fields, request, number)
+        chunk.add(task_id, fields, request, shape, number)
     return ParsedPiece(chunk.take(), dead, lines, invalid, landing_bytes)
 
 
@@ -192,7 +194,8 @@ class EventChunk:
     """Validated events gathered column by column, then handed to parquet as one batch.
 
     Columns (not a dict per row) because building arrow arrays from lists is several times
-    cheaper; the request column arrives as canonical JSON bytes and is joined in one copy.
+    cheaper; the request column arrives as canonical JSON bytes and is joined in one copy,
+    and the request shapes are kept as tuples and transposed once.
     """
 
     def __init__(self, source_file: str) -> None:
@@ -205,7 +208,14 @@ class EventChunk:
     def __len__(self) -> int:
         return len(self._requests)
 
-    def add(self, task_id: str, fields: TaskFields, request: bytes, line_number: int) -> None:
+    def add(
+        self,
+        task_id: str,
+        fields: TaskFields,
+        request: bytes,
+        shape: RequestShape,
+        line_number: int,
+    ) -> None:
         """Append one event (``request`` is its canonical JSON; the line is in the source)."""
         (
             add_task_id,
@@ -219,6 +229,7 @@ class EventChunk:
             add_request,
             add_metadata,
             add_source,
+            add_shape,
         ) = self._appends
         add_task_id(task_id)
         add_task_type(fields.task_type)
@@ -231,6 +242,7 @@ class EventChunk:
         add_request(request)
         add_metadata(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
         add_source(line_number)
+        add_shape(shape)
 
     def take(self) -> pa.RecordBatch:
         """The gathered events as a record batch; the chunk starts empty again."""
@@ -242,6 +254,8 @@ class EventChunk:
             elif field.name == "source":  # "<file>:<line>", joined in arrow, not per row
                 numbers = pc.cast(pa.array(values, pa.int64()), pa.string())
                 arrays.append(pc.binary_join_element_wise(self.source_file, numbers, ":"))
+            elif field.name == "shape":
+                arrays.append(shape_array(values))
             else:
                 arrays.append(pa.array(values, field.type))
             values.clear()

@@ -18,41 +18,47 @@ marked is left exactly as it is.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from llm_pipelines.storage.datasets import REQUEST_SHAPE
 from llm_pipelines.tasks import canonical_json
 
 CHARS_PER_TOKEN = 4
 """Prompt length estimate before sending (the emulator counts the same way)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestShape:
-    """What routing needs to know about one request to plan its cache breakpoints and reuse."""
+class RequestShape(NamedTuple):
+    """What routing needs to know about one request (a row of ``events.shape``)."""
 
-    request_key: bytes
-    """16-byte hash of the canonical request as it will be sent (after right-sizing)."""
-    system_key: int | None
-    system_tokens: int
-    document_key: int | None
-    document_tokens: int
-    """Estimated tokens up to the end of the shared document (system included)."""
+    request_hash: bytes
+    """First 16 bytes of the sha-256 of the canonical request as the producer asked for it."""
+    request_bytes: int
+    model_at: int
+    """Byte offset of the model's JSON value in the canonical request."""
+    system_at: int | None
+    """Byte offsets of the system prompt's JSON value (None: no system prompt)."""
+    system_end: int | None
+    system_hash: int | None
+    """Hash of the system prompt's text (None: no system prompt)."""
+    system_chars: int
+    document_hash: int | None
+    """Hash of the system prompt and the shared document (None: no shared document)."""
+    document_chars: int
+    """Characters of the system prompt plus the shared document."""
     producer_marked: bool
     """The producer placed its own ``cache_control``: routing adds none."""
 
 
-def _key(*parts: str) -> int:
-    digest = hashlib.blake2b(digest_size=8)
+def _hash64(*parts: str) -> int:
+    digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode())
         digest.update(b"\x00")
-    return int.from_bytes(digest.digest(), "big", signed=True)
-
-
-def request_key(params: dict[str, Any]) -> bytes:
-    """The identity of a request for reuse: a hash of its canonical JSON."""
-    return hashlib.blake2b(canonical_json(params), digest_size=16).digest()
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 
 def _system_blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,28 +82,131 @@ def _text(blocks: list[dict[str, Any]]) -> str:
 
 
 def _is_marked(params: dict[str, Any]) -> bool:
-    blocks = _system_blocks(params)
+    system = params.get("system")
+    blocks = [] if system is None or isinstance(system, str) else list(system)
     for message in params["messages"]:
         if isinstance(message.get("content"), list):
-            blocks = blocks + message["content"]
+            blocks.extend(message["content"])
     return any(block.get("cache_control") for block in blocks)
 
 
-def shape(params: dict[str, Any], *, documents: bool) -> RequestShape:
-    """Keys and sizes of a request's candidate prefixes (``params`` already right-sized)."""
-    model = params["model"]
+def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
+    """The canonical JSON of a request (as :func:`~llm_pipelines.tasks.canonical_json`) and
+    its shape.
+
+    The JSON is put together key by key, in sorted order, so the offsets of the model and
+    the system prompt come for free; the bytes are the same as one ``orjson.dumps`` with
+    sorted keys (``tests/routing/test_request_shape.py`` holds them to that).
+    """
+    dumps = orjson.dumps
+    parts: list[bytes] = []
+    size = 1  # the opening brace
+    model_at = -1
+    system_at = system_end = None
+    for name in sorted(params):
+        key = b'"' + name.encode() + b'":' if name.isidentifier() else dumps(name) + b":"
+        value = dumps(params[name], option=orjson.OPT_SORT_KEYS)
+        if parts:
+            key = b"," + key
+        size += len(key)
+        if name == "model":
+            model_at = size
+        elif name == "system":
+            system_at, system_end = size, size + len(value)
+        parts.append(key)
+        parts.append(value)
+        size += len(value)
+    request = b"{" + b"".join(parts) + b"}"
     system = _text(_system_blocks(params))
-    system_key = _key(model, "system", system) if system else None
-    document = _text(_document_blocks(params)) if documents else ""
-    document_key = _key(model, "document", system, document) if document else None
-    return RequestShape(
-        request_key=request_key(params),
-        system_key=system_key,
-        system_tokens=len(system) // CHARS_PER_TOKEN,
-        document_key=document_key,
-        document_tokens=(len(system) + len(document)) // CHARS_PER_TOKEN,
+    document = _text(_document_blocks(params))
+    return request, RequestShape(
+        request_hash=hashlib.sha256(request).digest()[:16],
+        request_bytes=len(request),
+        model_at=model_at,
+        system_at=system_at,
+        system_end=system_end,
+        system_hash=_hash64("system", system) if system else None,
+        system_chars=len(system),
+        document_hash=_hash64("document", system, document) if document else None,
+        document_chars=len(system) + len(document),
         producer_marked=_is_marked(params),
     )
+
+
+def shape_array(shapes: list[RequestShape]) -> pa.StructArray:
+    """Request shapes as an ``events.shape`` column (one transpose, then a column each)."""
+    columns = list(zip(*shapes, strict=True)) if shapes else [()] * len(RequestShape._fields)
+    return pa.StructArray.from_arrays(
+        [
+            pa.array(values, type=field.type)
+            for values, field in zip(columns, REQUEST_SHAPE, strict=True)
+        ],
+        fields=list(REQUEST_SHAPE),
+    )
+
+
+def model_hashes(models: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per model: a 64-bit hash (to key prefixes by model) and a 16-byte one (requests).
+
+    A cache entry belongs to one model, and a request is only the same request on the same
+    model: routing XORs these into the model-free hashes intake recorded, which is
+    vectorised, where hashing model and text together would be a call per task.
+    """
+    digests = [hashlib.sha256(b"model\x00" + model.encode()).digest() for model in models]
+    wide = np.frombuffer(b"".join(d[:16] for d in digests), dtype=np.uint8).reshape(-1, 16)
+    narrow = np.array([int.from_bytes(d[16:24], "big", signed=True) for d in digests], np.int64)
+    return narrow, wide
+
+
+def _cache_control(ttl: str) -> bytes:
+    return orjson.dumps({"cache_control": {"ttl": ttl, "type": "ephemeral"}})[1:-1]
+
+
+class Offsets(NamedTuple):
+    """Where the model and the system prompt sit in a canonical request (see ``shape``)."""
+
+    model_at: int
+    system_at: int | None
+    system_end: int | None
+
+
+def rewrite(
+    request: bytes,
+    offsets: Offsets | None,
+    *,
+    requested_model: str,
+    model: str,
+    system: bool,
+    document: bool,
+    ttl: str,
+) -> bytes:
+    """The request as it is sent: on ``model``, with the chosen breakpoints (canonical JSON).
+
+    The common case, a plain-string system prompt, is spliced from the offsets intake
+    recorded; everything else is parsed, marked (:func:`mark`) and serialised again.
+    """
+    if offsets is not None and not document and offsets.model_at > 0:
+        model_end = offsets.model_at + len(orjson.dumps(requested_model))
+        head = request[: offsets.model_at] + orjson.dumps(model)
+        if not system:
+            return head + request[model_end:]
+        at, end = offsets.system_at, offsets.system_end
+        if at is not None and end is not None and request[at : at + 1] == b'"':
+            return b"".join(
+                (
+                    head,
+                    request[model_end:at],
+                    b"[{" + _cache_control(ttl) + b',"text":',
+                    request[at:end],
+                    b',"type":"text"}]',
+                    request[end:],
+                )
+            )
+    params = orjson.loads(request)
+    params["model"] = model
+    if system or document:
+        mark(params, system=system, document=document, ttl=ttl)
+    return canonical_json(params)
 
 
 def mark(params: dict[str, Any], *, system: bool, document: bool, ttl: str) -> None:

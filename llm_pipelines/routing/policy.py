@@ -153,6 +153,16 @@ class RoutingPolicy(BaseModel):
         """The model a task is sent to: right-sized by task type, else the one requested."""
         return self.model_map.get(task_type, requested)
 
+    def target_models(self, task_types: pa.Array, requested: pa.Array) -> pa.Array:
+        """:meth:`target_model` of every task of a column, vectorised."""
+        if not self.model_map:
+            return requested
+        mapped = pc.take(
+            pa.array(list(self.model_map.values()), pa.string()),
+            pc.index_in(task_types, value_set=pa.array(list(self.model_map), pa.string())),
+        )
+        return pc.coalesce(mapped, requested)
+
     def reusable(self, task_types: pa.Array) -> pa.Array:
         """Which tasks may take (or give) a reused answer."""
         if not self.reuse.enabled:

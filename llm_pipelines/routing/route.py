@@ -11,7 +11,7 @@ Two streaming passes over the partition's events, with a bounded spill to sort:
    how many tasks on each route share each prefix, hence which breakpoints repay their
    cache write; and the dispatch order: route, system prompt, shared document, arrival.
 3. **Write**: read the events again, rewrite requests (model, ``cache_control``), and spill
-   rows into sort buckets of bounded size on local disk (pyarrow dataset partitioning);
+   rows into sort buckets of bounded size on local disk (:mod:`~llm_pipelines.storage.spill`);
    each bucket is sorted in memory and appended to ``tasks/dt=D/tasks.parquet``.
 
 So tasks sharing a prefix sit together across the *whole* partition, not only within a read
@@ -21,17 +21,14 @@ consecutive ones, and the real-time path answers them back to back.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.intake import EVENTS_FILE
@@ -45,19 +42,27 @@ from llm_pipelines.routing.policy import (
     RoutingPolicy,
 )
 from llm_pipelines.routing.reuse import answered_keys, answered_partitions, source_tasks
-from llm_pipelines.storage.datasets import EVENTS, TASKS, TASKS_FILE, TASKS_SCHEMA, write_rows
+from llm_pipelines.storage.datasets import (
+    EVENT_FIELDS,
+    EVENTS,
+    TASKS,
+    TASKS_FILE,
+    TASKS_SCHEMA,
+    utf8_array,
+    write_rows,
+)
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.tasks import canonical_json
+from llm_pipelines.storage.spill import BucketSpill
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
-SPILL_BUCKET_BYTES = 16 * 1024 * 1024
+SPILL_BUCKET_BYTES = 32 * 1024 * 1024
 """Rows sorted in memory at once, by request bytes (plus a per-row allowance)."""
+MAX_SPILL_BUCKETS = 512
+"""Beyond this many buckets (a partition of ~16 GB of requests) buckets grow instead: each is
+an open file while spilling."""
 ROUTE_CHUNK_ROWS = 2_048
 """Events per chunk in both passes: requests can be long, so chunks stay small."""
-SPILL_ROW_GROUP = 256
-SPILL_OPEN_FILES = 16
-"""Spill writers buffer a row group each; at most this many are open at once."""
 ROW_ALLOWANCE_BYTES = 512
 """Bytes a routed row holds besides its request, for sizing sort buckets."""
 EXPECTED_OUTPUT_SHARE = 0.5
@@ -79,10 +84,12 @@ _PLAN_SCHEMA = pa.schema(
         ("request_bytes", pa.int64()),
     ]
 )
-_SPILL_SCHEMA = pa.schema(
-    [*TASKS_SCHEMA, ("spill_position", pa.int64()), ("spill_bucket", pa.int64())]
-)
-_BUCKETS = ds.partitioning(pa.schema([("spill_bucket", pa.int64())]), flavor="hive")
+_SPILL_SCHEMA = pa.schema([*TASKS_SCHEMA, ("spill_position", pa.int64())])
+_PLAN_COLUMNS = [
+    *("task_id", "task_type", "model", "priority", "deadline", "requires_realtime"),
+    "shape",
+]
+"""What pass 1 reads of the events: no request."""
 
 
 @dataclass
@@ -135,26 +142,15 @@ def route_partition(
     plan = _plan(lake, events_path, policy, now, chunk_rows)
     decisions = _decide(lake, partition, plan, policy, prices)
     stats = _stats(partition, decisions)
-    with tempfile.TemporaryDirectory(prefix="llm-pipelines-route-") as spill:
-        ds.write_dataset(
-            _routed_chunks(lake, events_path, decisions, prices, chunk_rows, stats),
-            spill,
-            schema=_SPILL_SCHEMA,
-            format="parquet",
-            partitioning=_BUCKETS,
-            existing_data_behavior="overwrite_or_ignore",
-            use_threads=False,
-            # Small row groups and few open files: spilling holds little in memory.
-            max_rows_per_group=SPILL_ROW_GROUP,
-            min_rows_per_group=0,
-            max_open_files=SPILL_OPEN_FILES,
-        )
-        spilled = ds.dataset(spill, schema=_SPILL_SCHEMA, format="parquet", partitioning=_BUCKETS)
+    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-") as spill:
+        for rows, buckets in _routed_chunks(
+            lake, events_path, decisions, prices, chunk_rows, stats
+        ):
+            spill.add(rows, buckets)
         with write_rows(
             lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
         ) as out:
-            for bucket in np.unique(decisions.bucket).tolist():
-                rows = spilled.to_table(filter=pc.field("spill_bucket") == bucket)
+            for _, rows in spill.buckets():
                 out.add_batch(rows.sort_by("spill_position").select(TASKS_SCHEMA.names))
     assert stats.batch + stats.realtime + stats.reused == stats.tasks, "every task has a route"
     return stats
@@ -163,29 +159,19 @@ def route_partition(
 def _plan(
     lake: Lake, events_path: str, policy: RoutingPolicy, now: datetime, chunk_rows: int
 ) -> pa.RecordBatch:
-    """Pass 1: route, rule, model and request shape of every task."""
-    documents = policy.prompt_caching.shared_documents
+    """Pass 1: route, rule, model and request shape of every task, from narrow columns only.
+
+    Intake recorded each request's shape (model-free hashes, lengths); here the right-sized
+    model is folded into the hashes, vectorised, so no request is read, let alone parsed.
+    """
     chunks = []
-    for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
+    for chunk in lake.iter_batches([events_path], _PLAN_COLUMNS, batch_size=chunk_rows * 8):
         route, rule = policy.decide(chunk, now)
-        columns: dict[str, list[object]] = {name: [] for name in _PLAN_SCHEMA.names[4:]}
-        for task_type, requested, request in zip(
-            chunk["task_type"].to_pylist(),
-            chunk["model"].to_pylist(),
-            chunk["request"].to_pylist(),
-            strict=True,
-        ):
-            params = orjson.loads(request)
-            params["model"] = policy.target_model(task_type, requested)
-            shape = caching.shape(params, documents=documents)
-            columns["model"].append(params["model"])
-            columns["request_key"].append(shape.request_key)
-            columns["system_key"].append(shape.system_key)
-            columns["system_tokens"].append(shape.system_tokens)
-            columns["document_key"].append(shape.document_key)
-            columns["document_tokens"].append(shape.document_tokens)
-            columns["producer_marked"].append(shape.producer_marked)
-            columns["request_bytes"].append(len(request))
+        model = policy.target_models(chunk["task_type"], chunk["model"])
+        shape = chunk["shape"]
+        encoded = pc.dictionary_encode(model)
+        narrow, wide = caching.model_hashes(encoded.dictionary.to_pylist())
+        which = encoded.indices.to_numpy(zero_copy_only=False)
         chunks.append(
             pa.RecordBatch.from_pydict(
                 {
@@ -193,7 +179,18 @@ def _plan(
                     "task_type": chunk["task_type"],
                     "route": route,
                     "rule": rule,
-                    **columns,
+                    "model": model,
+                    "request_key": _xor16(shape.field("request_hash"), wide[which]),
+                    "system_key": _xor64(shape.field("system_hash"), narrow[which]),
+                    "system_tokens": pc.divide(
+                        shape.field("system_chars"), caching.CHARS_PER_TOKEN
+                    ),
+                    "document_key": _xor64(shape.field("document_hash"), narrow[which]),
+                    "document_tokens": pc.divide(
+                        shape.field("document_chars"), caching.CHARS_PER_TOKEN
+                    ),
+                    "producer_marked": shape.field("producer_marked"),
+                    "request_bytes": shape.field("request_bytes"),
                 },
                 schema=_PLAN_SCHEMA,
             )
@@ -201,6 +198,23 @@ def _plan(
     table = pa.Table.from_batches(chunks, _PLAN_SCHEMA)
     return pa.RecordBatch.from_arrays(
         [column.combine_chunks() for column in table.columns], schema=_PLAN_SCHEMA
+    )
+
+
+def _xor64(hashes: pa.Array, model_hash: np.ndarray) -> pa.Array:
+    """Model-free 64-bit hashes (nulls kept) folded with each row's model hash."""
+    values = hashes.fill_null(0).to_numpy(zero_copy_only=False) ^ model_hash
+    return pa.array(values, pa.int64(), mask=hashes.is_null().to_numpy(zero_copy_only=False))
+
+
+def _xor16(hashes: pa.Array, model_hash: np.ndarray) -> pa.Array:
+    """Model-free 16-byte hashes folded with each row's model hash."""
+    rows = len(hashes)
+    data = np.frombuffer(hashes.buffers()[1], dtype=np.uint8)
+    data = data[hashes.offset * 16 : (hashes.offset + rows) * 16].reshape(rows, 16)
+    folded = np.bitwise_xor(data, model_hash)
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), rows, [None, pa.py_buffer(folded.tobytes())]
     )
 
 
@@ -237,8 +251,9 @@ def _decide(
     position = np.empty(rows, dtype=np.int64)
     position[order] = np.arange(rows)
     weight = plan["request_bytes"].to_numpy()[order] + ROW_ALLOWANCE_BYTES
+    bucket_bytes = max(SPILL_BUCKET_BYTES, int(weight.sum()) // MAX_SPILL_BUCKETS + 1)
     bucket = np.empty(rows, dtype=np.int64)
-    bucket[order] = (np.cumsum(weight) - weight) // SPILL_BUCKET_BYTES
+    bucket[order] = (np.cumsum(weight) - weight) // bucket_bytes
     return _Decisions(
         route=route,
         rule=rule,
@@ -373,8 +388,8 @@ def _routed_chunks(
     prices: PriceTable,
     chunk_rows: int,
     stats: RoutingStats,
-) -> Iterator[pa.RecordBatch]:
-    """Pass 2: the events with their decisions applied, as spill rows (position, bucket)."""
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Pass 2: the events with their decisions applied (and their position), and buckets."""
     offset = 0
     for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
         start, rows = offset, chunk.num_rows
@@ -382,7 +397,7 @@ def _routed_chunks(
         route = decisions.route.slice(start, rows)
         model = decisions.model.slice(start, rows)
         requests, prefixes = _rewrite(chunk, model, route, decisions, start)
-        columns = {name: chunk[name] for name in chunk.schema.names}
+        columns = {field.name: chunk[field.name] for field in EVENT_FIELDS}
         columns.update(
             model=model,
             request=requests,
@@ -397,10 +412,12 @@ def _routed_chunks(
                 model, chunk["prompt_chars"], chunk["max_tokens"], route, prices
             ),
             spill_position=pa.array(decisions.position[start : start + rows]),
-            spill_bucket=pa.array(decisions.bucket[start : start + rows]),
         )
         stats.est_cost_usd += pc.sum(columns["est_cost_usd"]).as_py() or 0.0
-        yield pa.RecordBatch.from_pydict(columns, schema=_SPILL_SCHEMA)
+        yield (
+            pa.RecordBatch.from_pydict(columns, schema=_SPILL_SCHEMA),
+            decisions.bucket[start : start + rows],
+        )
 
 
 def _rewrite(
@@ -408,11 +425,16 @@ def _rewrite(
 ) -> tuple[pa.Array, pa.Array]:
     """Requests as they will be sent (model, breakpoints) and their ``prefix_key``.
 
-    Only requests that change are parsed and serialised again.
+    Only requests that change are rewritten (:func:`caching.rewrite`, mostly a splice).
     """
     rows = chunk.num_rows
-    requests = chunk["request"].to_pylist()
+    requests = chunk["request"].cast(pa.binary()).to_pylist()
     prefixes: list[str | None] = [None] * rows
+    shapes = chunk["shape"]
+    model_at, system_at, system_end = (
+        shapes.field(name).to_pylist() for name in ("model_at", "system_at", "system_end")
+    )
+    changed = False
     for i, (requested, target, path, system, document, system_key, document_key) in enumerate(
         zip(
             chunk["model"].to_pylist(),
@@ -427,15 +449,22 @@ def _rewrite(
     ):
         if not (system or document) and target == requested:
             continue
-        params = orjson.loads(requests[i])
-        params["model"] = target
+        changed = True
+        requests[i] = caching.rewrite(
+            requests[i],
+            caching.Offsets(model_at[i], system_at[i], system_end[i]),
+            requested_model=requested,
+            model=target,
+            system=system,
+            document=document,
+            ttl=decisions.ttl.get(path, ""),  # only read where a breakpoint is placed
+        )
         if system or document:
-            caching.mark(params, system=system, document=document, ttl=decisions.ttl[path])
             prefixes[i] = caching.prefix_key_text(
                 system_key if system else None, document_key if document else None
             )
-        requests[i] = canonical_json(params).decode()
-    return pa.array(requests, pa.string()), pa.array(prefixes, pa.string())
+    request_column = utf8_array(requests) if changed else chunk["request"]
+    return request_column, pa.array(prefixes, pa.string())
 
 
 def _stats(partition: str, decisions: _Decisions) -> RoutingStats:

@@ -28,27 +28,50 @@ TASKS_FILE = "tasks.parquet"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-EVENTS_SCHEMA = pa.schema(
+EVENT_FIELDS = [
+    pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
+    pa.field("task_type", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("max_tokens", pa.int32(), nullable=False),
+    pa.field("priority", pa.int8(), nullable=False),
+    pa.field("deadline", TIMESTAMP),
+    pa.field("requires_realtime", pa.bool_(), nullable=False),
+    pa.field("prompt_chars", pa.int64(), nullable=False),
+    # canonical Messages API params
+    pa.field("request", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
+    pa.field("metadata", pa.string(), metadata=PLAIN_ENCODING),  # producer's metadata, JSON
+    # landing file and line
+    pa.field("source", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
+]
+"""The columns an event shares with its routed task."""
+
+REQUEST_SHAPE = pa.struct(
     [
-        pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
-        pa.field("task_type", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("max_tokens", pa.int32(), nullable=False),
-        pa.field("priority", pa.int8(), nullable=False),
-        pa.field("deadline", TIMESTAMP),
-        pa.field("requires_realtime", pa.bool_(), nullable=False),
-        pa.field("prompt_chars", pa.int64(), nullable=False),
-        # canonical Messages API params
-        pa.field("request", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
-        pa.field("metadata", pa.string(), metadata=PLAIN_ENCODING),  # producer's metadata, JSON
-        # landing file and line
-        pa.field("source", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
+        # sha-256 of the canonical request as the producer asked for it (first 16 bytes)
+        pa.field("request_hash", pa.binary(16), nullable=False),
+        pa.field("request_bytes", pa.int64(), nullable=False),
+        # byte offsets in ``request`` of the model value and of the system prompt's value,
+        # so routing can rewrite a request without parsing it (null: no system prompt)
+        pa.field("model_at", pa.int32(), nullable=False),
+        pa.field("system_at", pa.int32()),
+        pa.field("system_end", pa.int32()),
+        # candidate cache prefixes: a hash of the text (null: none) and its length in chars;
+        # the document's length counts the system prompt before it
+        pa.field("system_hash", pa.int64()),
+        pa.field("system_chars", pa.int64(), nullable=False),
+        pa.field("document_hash", pa.int64()),
+        pa.field("document_chars", pa.int64(), nullable=False),
+        pa.field("producer_marked", pa.bool_(), nullable=False),  # has its own cache_control
     ]
 )
+"""What routing needs to know of a request, computed once at intake where it is parsed anyway
+(see :func:`llm_pipelines.routing.caching.canonical_request`)."""
+
+EVENTS_SCHEMA = pa.schema([*EVENT_FIELDS, pa.field("shape", REQUEST_SHAPE, nullable=False)])
 
 TASKS_SCHEMA = pa.schema(
     [
-        *EVENTS_SCHEMA,
+        *EVENT_FIELDS,
         pa.field("route", pa.string(), nullable=False),  # "batch" | "realtime"
         pa.field("rule", pa.string(), nullable=False),  # the policy rule that decided
         pa.field("requested_model", pa.string(), nullable=False),  # before right-sizing

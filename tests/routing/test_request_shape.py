@@ -1,0 +1,132 @@
+"""The request shape intake records, and the rewrite routing splices from it.
+
+Routing no longer parses requests: it trusts the offsets and hashes intake computed. These
+properties hold the shortcut to the slow, obvious way on generated requests, the awkward
+ones included (block prompts, nested keys named ``model`` or ``system``, unicode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_pipelines.costs import default_price_table
+from llm_pipelines.routing import caching
+from llm_pipelines.tasks import LLMTask, canonical_json
+
+MODELS = sorted(default_price_table().models)
+
+text = st.text(min_size=1, max_size=30) | st.sampled_from(
+    ['"model":"x"', '","system":"', "\\", "é👩‍👧", "\x00\n", '{"type":"text"}']
+)
+# cache_control is free-form: keys that look like the top-level ones must not confuse offsets
+cache_controls = st.none() | st.dictionaries(
+    st.sampled_from(["type", "ttl", "model", "system"]), text, min_size=1, max_size=2
+)
+
+
+@st.composite
+def blocks(draw: st.DrawFn, min_size: int = 1) -> list[dict[str, Any]]:
+    result = []
+    for _ in range(draw(st.integers(min_size, 3))):
+        block: dict[str, Any] = {"type": "text", "text": draw(text)}
+        control = draw(cache_controls)
+        if control is not None:
+            block["cache_control"] = control
+        result.append(block)
+    return result
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, Any]:
+    """Messages API params as intake builds them from a valid task."""
+    task: dict[str, Any] = {
+        "task_type": "t",
+        "model": draw(st.sampled_from(MODELS)),
+        "max_tokens": draw(st.integers(1, 128_000)),
+        "messages": [
+            {
+                "role": "user" if turn % 2 == 0 else "assistant",
+                "content": draw(text | blocks()),
+            }
+            for turn in range(draw(st.integers(1, 3)))
+        ],
+    }
+    task["system"] = draw(st.none() | text | blocks())
+    if draw(st.booleans()):
+        task["temperature"] = draw(st.floats(0, 1))
+    return LLMTask.model_validate(task).request_params()
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests())
+def test_canonical_request_is_canonical_json_with_true_offsets(params: dict[str, Any]) -> None:
+    request, shape = caching.canonical_request(params)
+    assert request == canonical_json(params)
+    assert shape.request_bytes == len(request)
+    model = orjson.dumps(params["model"])
+    assert request[shape.model_at : shape.model_at + len(model)] == model
+    if params.get("system") is None:
+        assert shape.system_at is None and shape.system_hash is None
+    else:
+        assert shape.system_at is not None
+        system = canonical_json(params["system"])
+        assert request[shape.system_at : shape.system_end] == system
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    requests(),
+    st.sampled_from(MODELS),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["5m", "1h"]),
+)
+def test_rewrite_matches_parsing_marking_and_serialising(
+    params: dict[str, Any], target: str, system: bool, document: bool, ttl: str
+) -> None:
+    """Splice or fallback, the bytes are those of the obvious way."""
+    system = system and params.get("system") is not None
+    first = params["messages"][0]["content"]
+    document = document and isinstance(first, list) and len(first) >= 2
+    request, shape = caching.canonical_request(params)
+
+    expected = orjson.loads(request)
+    expected["model"] = target
+    if system or document:
+        caching.mark(expected, system=system, document=document, ttl=ttl)
+
+    rewritten = caching.rewrite(
+        request,
+        caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
+        requested_model=params["model"],
+        model=target,
+        system=system,
+        document=document,
+        ttl=ttl,
+    )
+    assert rewritten == canonical_json(expected)
+
+
+def test_shapes_group_equal_prompts_and_tell_different_ones_apart() -> None:
+    base = {"model": MODELS[0], "max_tokens": 5, "messages": [{"role": "user", "content": "q"}]}
+    as_text = caching.canonical_request({**base, "system": "You are terse."})[1]
+    as_block = caching.canonical_request(
+        {**base, "system": [{"type": "text", "text": "You are terse."}]}
+    )[1]
+    other = caching.canonical_request({**base, "system": "You are verbose."})[1]
+    # The same prompt text is one cache prefix, however it is written ...
+    assert as_text.system_hash == as_block.system_hash
+    # ... but not the same request, and another prompt is another prefix.
+    assert as_text.request_hash != as_block.request_hash
+    assert other.system_hash != as_text.system_hash
+    marked = caching.canonical_request(
+        {
+            **base,
+            "system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}],
+        }
+    )[1]
+    assert marked.producer_marked and not as_block.producer_marked

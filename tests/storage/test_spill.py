@@ -1,0 +1,53 @@
+"""The bucket spill: every row comes back once, in its bucket, buckets in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from llm_pipelines.storage.spill import BucketSpill
+
+SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string())])
+
+
+def test_rows_come_back_once_each_in_their_bucket_and_the_files_go() -> None:
+    rng = np.random.default_rng(3)
+    rows = 10_000
+    bucket_of = rng.integers(0, 37, rows) * 3  # sparse bucket numbers: some never used
+    with BucketSpill(SCHEMA) as spill:
+        for start in range(0, rows, 777):  # chunks of odd size, buckets scattered in each
+            stop = min(start + 777, rows)
+            ids = np.arange(start, stop)
+            batch = pa.record_batch(
+                [pa.array(ids), pa.array([f"row {i}" for i in ids])], schema=SCHEMA
+            )
+            spill.add(batch, bucket_of[start:stop])
+        directory = spill.directory
+        seen = []
+        numbers = []
+        for bucket, table in spill.buckets():
+            numbers.append(bucket)
+            got = table["row"].to_numpy()
+            assert (bucket_of[got] == bucket).all()
+            # rows keep their arrival order inside a bucket
+            assert (np.diff(got) > 0).all()
+            assert table["text"].to_pylist() == [f"row {i}" for i in got]
+            seen.append(got)
+    assert numbers == sorted(set(bucket_of.tolist()))
+    assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(rows))
+    assert spill.rows == rows
+    assert not directory.exists()
+
+
+def test_an_error_while_spilling_leaves_no_files() -> None:
+    spill = BucketSpill(SCHEMA)
+    directory = spill.directory
+    try:
+        with spill:
+            spill.add(
+                pa.record_batch([pa.array([1]), pa.array(["a"])], schema=SCHEMA), np.array([0])
+            )
+            raise RuntimeError("routing failed")
+    except RuntimeError:
+        pass
+    assert not directory.exists()
