@@ -8,12 +8,13 @@ from datetime import datetime
 
 import anthropic
 import httpx2
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.crashpoints import crash_point
-from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
+from llm_pipelines.dispatch.results import ResultTotals, write_results
 from llm_pipelines.dispatch.retries import (
     DEFAULT_MAX_ATTEMPTS,
     failure_reason,
@@ -31,6 +32,7 @@ from llm_pipelines.storage.datasets import (
     RETRIES,
     RETRIES_SCHEMA,
     TASKS,
+    TIMESTAMP,
     BatchManifest,
     dead_letter_path,
     dead_letter_row,
@@ -39,6 +41,17 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+
+_MESSAGE_COLUMNS = [
+    "stop_reason",
+    "output_text",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+]
+_FAILURE_COLUMNS = ["custom_id", "outcome", "error_type", "error_message"]
 
 STREAM_ATTEMPTS = 8
 """Times a results stream is read from the start when the connection drops mid-body."""
@@ -124,50 +137,42 @@ def _collect_once(
 ) -> CollectStats:
     assert manifest.provider_batch_id is not None
     sidecar = lake.read_table([lake.path(BATCHES, manifest.partition, manifest.tasks_name)])
-    expected = dict(
-        zip(
-            sidecar["task_id"].to_pylist(),
-            zip(
-                sidecar["task_type"].to_pylist(),
-                sidecar["requested_model"].to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+    task_ids = sidecar["task_id"].combine_chunks()
+    seen = np.zeros(len(task_ids), dtype=bool)  # by the task's row in the sidecar
     stats = CollectStats(batch_id=manifest.provider_batch_id)
-    seen: set[str] = set()
     failed: list[RequestResult] = []
     collected_at = utcnow()
     results_path = lake.path(RESULTS, manifest.partition, manifest.results_name)
     with write_results(lake, results_path, prices) as results:
-        for result in provider.iter_results(manifest.provider_batch_id):
-            meta = expected.get(result.custom_id)
-            if meta is None:
-                stats.unexpected += 1
-                continue
-            if result.custom_id in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(result.custom_id)
-            stats.counts[result.outcome] = stats.counts.get(result.outcome, 0) + 1
-            if result.outcome != "succeeded" or result.message is None:
-                failed.append(result)
-                continue
-            results.add(
-                success_row(
-                    task_id=result.custom_id,
-                    task_type=meta[0],
-                    route=BATCH,
-                    batch_id=manifest.provider_batch_id,
-                    attempt=manifest.attempt,
-                    requested_model=meta[1],
-                    message=result.message,
-                    collected_at=collected_at,
-                )
+        # Columnar: each chunk of result lines is matched, counted and written with compute
+        # kernels; only failures (a few) become Python objects.
+        for chunk in provider.iter_result_chunks(manifest.provider_batch_id):
+            row = pc.index_in(chunk["custom_id"], value_set=task_ids)
+            stats.unexpected += row.null_count
+            chunk, row = chunk.filter(row.is_valid()), row.drop_null().to_numpy()
+            # The first line for a task counts; a repeat (here or in an earlier chunk) not.
+            _, first = np.unique(row, return_index=True)
+            fresh = np.zeros(len(row), dtype=bool)
+            fresh[first] = True
+            fresh &= ~seen[row]
+            stats.duplicates += int(len(row) - fresh.sum())
+            chunk, row = chunk.filter(pa.array(fresh)), row[fresh]
+            seen[row] = True
+            outcomes = pc.value_counts(chunk["outcome"])
+            for outcome, count in zip(
+                outcomes.field("values").to_pylist(),
+                outcomes.field("counts").to_pylist(),
+                strict=True,
+            ):
+                stats.counts[outcome] = stats.counts.get(outcome, 0) + count
+            succeeded = pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"])
+            picked = row[succeeded.to_numpy(zero_copy_only=False)]
+            results.add_table(
+                _result_rows(chunk.filter(succeeded), sidecar.take(picked), manifest, collected_at)
             )
+            failed.extend(_failures(chunk.filter(pc.invert(succeeded))))
         crash_point("collect.after_read")
-        missing = [task_id for task_id in expected if task_id not in seen]
+        missing = task_ids.filter(pa.array(~seen)).to_pylist()
         stats.missing = len(missing)
         failed.extend(
             RequestResult(
@@ -178,6 +183,7 @@ def _collect_once(
             )
             for task_id in missing
         )
+        expected = _expected_meta(sidecar, [result.custom_id for result in failed])
         # Published before the results file leaves this block: see the commit rule.
         stats.retrying, stats.dead_lettered = _settle_failures(
             lake, manifest, failed, expected, max_attempts
@@ -189,6 +195,55 @@ def _collect_once(
     manifest.counts = stats.counts
     write_manifest(lake, manifest)
     return stats
+
+
+def _result_rows(
+    chunk: pa.Table, tasks: pa.Table, manifest: BatchManifest, collected_at: datetime
+) -> pa.Table:
+    """Result rows (costs excepted) of succeeded lines; ``tasks`` are their sidecar rows."""
+    rows = chunk.num_rows
+    return pa.table(
+        {
+            "task_id": chunk["custom_id"],
+            "task_type": tasks["task_type"],
+            "route": pa.repeat(pa.scalar(BATCH), rows),
+            "batch_id": pa.repeat(pa.scalar(manifest.provider_batch_id), rows),
+            "attempt": pa.repeat(pa.scalar(manifest.attempt, pa.int16()), rows),
+            "model": chunk["model"],
+            "requested_model": pc.coalesce(tasks["requested_model"], chunk["model"]),
+            **{name: chunk[name] for name in _MESSAGE_COLUMNS},
+            "collected_at": pa.repeat(pa.scalar(collected_at, TIMESTAMP), rows),
+        }
+    )
+
+
+def _failures(chunk: pa.Table) -> list[RequestResult]:
+    """Lines that did not succeed, as results to retry or dead-letter."""
+    failures = []
+    for custom_id, outcome, error_type, error_message in zip(
+        *(chunk[name].to_pylist() for name in _FAILURE_COLUMNS), strict=True
+    ):
+        if outcome == "errored":
+            failures.append(RequestResult(custom_id, outcome, None, error_type, error_message))
+        elif outcome == "succeeded":  # but no message: nothing to store, nothing to retry
+            failures.append(
+                RequestResult(
+                    custom_id,
+                    "errored",
+                    error_type="malformed_result",
+                    error_message="the provider reported success without a message",
+                )
+            )
+        else:
+            failures.append(RequestResult(custom_id, outcome))
+    return failures
+
+
+def _expected_meta(sidecar: pa.Table, task_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """(task type, requested model) of a few of the batch's tasks."""
+    wanted = sidecar.filter(pc.is_in(sidecar["task_id"], pa.array(task_ids, pa.string())))
+    metas = zip(wanted["task_type"].to_pylist(), wanted["requested_model"].to_pylist(), strict=True)
+    return dict(zip(wanted["task_id"].to_pylist(), metas, strict=True))
 
 
 def _settle_failures(

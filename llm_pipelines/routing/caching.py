@@ -53,14 +53,6 @@ class RequestShape(NamedTuple):
     """The producer placed its own ``cache_control``: routing adds none."""
 
 
-def _hash64(*parts: str) -> int:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode())
-        digest.update(b"\x00")
-    return int.from_bytes(digest.digest()[:8], "big", signed=True)
-
-
 def _system_blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
     system = params.get("system")
     if isinstance(system, str):
@@ -85,49 +77,85 @@ def _is_marked(params: dict[str, Any]) -> bool:
     system = params.get("system")
     blocks = [] if system is None or isinstance(system, str) else list(system)
     for message in params["messages"]:
-        if isinstance(message.get("content"), list):
+        if type(message.get("content")) is list:
             blocks.extend(message["content"])
-    return any(block.get("cache_control") for block in blocks)
+    return bool(blocks) and any(block.get("cache_control") for block in blocks)
+
+
+_TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system", "temperature"})
+"""The keys of a task's request (:meth:`~llm_pipelines.tasks.LLMTask.request_params`)."""
+
+
+def _prompt_hash(kind: bytes, text_json: bytes) -> int:
+    digest = hashlib.sha256(kind)
+    digest.update(text_json)
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 
 def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     """The canonical JSON of a request (as :func:`~llm_pipelines.tasks.canonical_json`) and
     its shape.
 
-    The JSON is put together key by key, in sorted order, so the offsets of the model and
-    the system prompt come for free; the bytes are the same as one ``orjson.dumps`` with
-    sorted keys (``tests/routing/test_request_shape.py`` holds them to that).
+    Keys are sorted, and a task's request has at most ``system`` and ``temperature`` after
+    ``model``, so the offsets of the model and the system prompt follow from the lengths of
+    those values alone (``tests/routing/test_request_shape.py`` checks them).
     """
     dumps = orjson.dumps
-    parts: list[bytes] = []
-    size = 1  # the opening brace
-    model_at = -1
-    system_at = system_end = None
-    for name in sorted(params):
-        key = b'"' + name.encode() + b'":' if name.isidentifier() else dumps(name) + b":"
-        value = dumps(params[name], option=orjson.OPT_SORT_KEYS)
-        if parts:
-            key = b"," + key
-        size += len(key)
-        if name == "model":
-            model_at = size
-        elif name == "system":
-            system_at, system_end = size, size + len(value)
-        parts.append(key)
-        parts.append(value)
-        size += len(value)
-    request = b"{" + b"".join(parts) + b"}"
-    system = _text(_system_blocks(params))
+    request = dumps(params, option=orjson.OPT_SORT_KEYS)
+    if not params.keys() <= _TASK_PARAMS:
+        return request, _unusual_shape(params, request)
+    end = len(request) - 1  # the closing brace
+    if "temperature" in params:
+        end -= len(b',"temperature":') + len(dumps(params["temperature"]))
+    system_at = system_end = system_hash = None
+    system = params.get("system")
+    text = ""
+    if system is not None:
+        text = system if type(system) is str else _text(system)
+        system_json = dumps(system, option=orjson.OPT_SORT_KEYS)
+        system_end, system_at = end, end - len(system_json)
+        end = system_at - len(b',"system":')
+        # A prompt is the same prefix written as a string or as blocks: hash its text.
+        system_hash = _prompt_hash(
+            b"system\x00", system_json if type(system) is str else dumps(text)
+        )
     document = _text(_document_blocks(params))
     return request, RequestShape(
         request_hash=hashlib.sha256(request).digest()[:16],
         request_bytes=len(request),
-        model_at=model_at,
+        model_at=end - len(dumps(params["model"])),
         system_at=system_at,
         system_end=system_end,
-        system_hash=_hash64("system", system) if system else None,
+        system_hash=system_hash if text else None,
+        system_chars=len(text),
+        document_hash=(
+            _prompt_hash(b"document\x00", dumps(text) + b"\x00" + dumps(document))
+            if document
+            else None
+        ),
+        document_chars=len(text) + len(document),
+        producer_marked=_is_marked(params),
+    )
+
+
+def _unusual_shape(params: dict[str, Any], request: bytes) -> RequestShape:
+    """The shape of a request with keys a task does not produce: no offsets (routing parses
+    it to rewrite it)."""
+    system = _text(_system_blocks(params))
+    document = _text(_document_blocks(params))
+    return RequestShape(
+        request_hash=hashlib.sha256(request).digest()[:16],
+        request_bytes=len(request),
+        model_at=-1,
+        system_at=None,
+        system_end=None,
+        system_hash=_prompt_hash(b"system\x00", orjson.dumps(system)) if system else None,
         system_chars=len(system),
-        document_hash=_hash64("document", system, document) if document else None,
+        document_hash=(
+            _prompt_hash(b"document\x00", orjson.dumps(system) + b"\x00" + orjson.dumps(document))
+            if document
+            else None
+        ),
         document_chars=len(system) + len(document),
         producer_marked=_is_marked(params),
     )

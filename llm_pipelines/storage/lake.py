@@ -249,9 +249,12 @@ class Lake:
             try:
                 yield writer
             except BaseException:
-                # Let the thread finish with the file before the upload is discarded.
+                # Let the thread finish with the file before the upload is discarded, and
+                # empty the buffer while the file is still open.
                 with contextlib.suppress(Exception):
                     writer.close()
+                with contextlib.suppress(Exception):
+                    sink.close()
                 raise
             writer.close()
             sink.flush()

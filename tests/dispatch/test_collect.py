@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pyarrow.compute as pc
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.emulator import EmulatorApp, EmulatorConfig, FaultPlan, in_process_client
 from llm_pipelines.intake import ingest_partition
 from llm_pipelines.providers import AnthropicProvider
+from llm_pipelines.providers import anthropic as anthropic_provider
 from llm_pipelines.providers.anthropic import _decode_lines, decode_result_block
 from llm_pipelines.routing import default_policy
 from llm_pipelines.routing.route import route_partition
@@ -28,6 +30,7 @@ from llm_pipelines.storage.datasets import (
     RESULTS_SCHEMA,
     RETRIES,
     RETRIES_SCHEMA,
+    BatchManifest,
     utcnow,
 )
 
@@ -183,9 +186,10 @@ def test_collect_counts_every_outcome_once_and_retries_or_dead_letters_the_rest(
     assert (ledger.lost, ledger.duplicated, ledger.valid) == (0, 0, 400)
 
 
-def test_repeated_unknown_and_absent_lines_are_counted_not_written(
+def _answered_batch(
     tmp_path: Path, day: str
-) -> None:
+) -> tuple[Lake, EmulatorApp, AnthropicProvider, BatchManifest, dict[str, bytes]]:
+    """Three tasks submitted and answered; their result lines by task id, to replay."""
     lake = _routed_partition(tmp_path, day, 3)
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator")))
     provider = AnthropicProvider(in_process_client(app))
@@ -193,9 +197,15 @@ def test_repeated_unknown_and_absent_lines_are_counted_not_written(
     [manifest] = read_manifests(lake, day)
     batch_id = provider.get_batch(manifest.provider_batch_id or "").id
     with provider.client.messages.batches.with_streaming_response.results(batch_id) as stream:
-        answered = stream.read().splitlines()
+        by_id = {orjson.loads(line)["custom_id"]: line for line in stream.read().splitlines()}
+    return lake, app, provider, manifest, by_id
+
+
+def test_repeated_unknown_and_absent_lines_are_counted_not_written(
+    tmp_path: Path, day: str
+) -> None:
+    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day)
     # The provider repeats t-0, sends a stranger, and never answers t-2.
-    by_id = {orjson.loads(line)["custom_id"]: line for line in answered}
     replay = tmp_path / "replay.jsonl"
     stranger = by_id["t-1"].replace(b'"t-1"', b'"nobody"')
     replay.write_bytes(b"\n".join([by_id["t-0"], by_id["t-1"], by_id["t-0"], stranger]) + b"\n")
@@ -210,3 +220,27 @@ def test_repeated_unknown_and_absent_lines_are_counted_not_written(
     assert retries["task_id"].to_pylist() == ["t-2"]
     assert retries["reason"].to_pylist()[0].startswith("missing_result")
     assert pc.all(pc.is_valid(retries["request"])).as_py()
+
+
+def test_repeats_across_chunks_and_a_success_without_message_are_handled(
+    tmp_path: Path, day: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of one line each: a repeat in a later chunk is still a repeat, and a line that
+    claims success without a message is dead-lettered with a reason, not stored or lost."""
+    monkeypatch.setattr(anthropic_provider, "RESULTS_BLOCK_BYTES", 1)
+    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day)
+    hollow = orjson.dumps({"custom_id": "t-2", "result": {"type": "succeeded"}})
+    replay = tmp_path / "replay.jsonl"
+    replay.write_bytes(b"\n".join([by_id["t-0"], by_id["t-1"], by_id["t-0"], hollow]) + b"\n")
+    manifest.provider_batch_id = app.store.replay_batch(replay).id
+
+    stats = collect_batch(lake, provider, manifest, default_price_table())
+    assert (stats.duplicates, stats.unexpected, stats.missing) == (1, 0, 0)
+    assert stats.counts == {"succeeded": 3}
+    results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
+    assert sorted(results["task_id"].to_pylist()) == ["t-0", "t-1"]
+    dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+    assert dead["task_id"].to_pylist() == ["t-2"]
+    assert dead["reason"].to_pylist()[0].startswith("malformed_result")
+    ledger = partition_ledger(lake, day)
+    assert (ledger.lost, ledger.duplicated) == (0, 0)

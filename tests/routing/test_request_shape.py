@@ -130,3 +130,30 @@ def test_shapes_group_equal_prompts_and_tell_different_ones_apart() -> None:
         }
     )[1]
     assert marked.producer_marked and not as_block.producer_marked
+
+
+def test_a_request_with_other_keys_has_no_offsets_and_is_rewritten_by_parsing() -> None:
+    params = {
+        "model": MODELS[0],
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "q"}],
+        "system": "be brief",
+        "stop_sequences": ["\n\n"],  # sorts after "model": the offsets would be wrong
+    }
+    request, shape = caching.canonical_request(params)
+    assert request == canonical_json(params) and shape.model_at == -1
+    usual = {key: value for key, value in params.items() if key != "stop_sequences"}
+    # the same prompt hash as the usual path gives: it is the same cache prefix
+    assert shape.system_hash == caching.canonical_request(usual)[1].system_hash
+    rewritten = caching.rewrite(
+        request,
+        caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
+        requested_model=MODELS[0],
+        model=MODELS[-1],
+        system=True,
+        document=False,
+        ttl="1h",
+    )
+    expected = {**params, "model": MODELS[-1]}
+    caching.mark(expected, system=True, document=False, ttl="1h")
+    assert rewritten == canonical_json(expected)
