@@ -22,7 +22,7 @@ from llm_pipelines.dispatch.retries import (
     retryable,
 )
 from llm_pipelines.dispatch.state import PartitionState
-from llm_pipelines.providers.base import BatchProvider, RequestResult
+from llm_pipelines.providers.base import RESULT_COLUMNS, BatchProvider, RequestResult
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
@@ -52,6 +52,9 @@ _MESSAGE_COLUMNS = [
     "cache_read_tokens",
 ]
 _FAILURE_COLUMNS = ["custom_id", "outcome", "error_type", "error_message"]
+_OUTCOME = RESULT_COLUMNS.get_field_index("outcome")
+MALFORMED = "malformed"
+"""The outcome counted for a result line without one."""
 
 STREAM_ATTEMPTS = 8
 """Times a results stream is read from the start when the connection drops mid-body."""
@@ -138,6 +141,8 @@ def _collect_once(
     assert manifest.provider_batch_id is not None
     sidecar = lake.read_table([lake.path(BATCHES, manifest.partition, manifest.tasks_name)])
     task_ids = sidecar["task_id"].combine_chunks()
+    # Built once per batch: index_in would hash the batch's ids again for every chunk.
+    position = {task_id: row for row, task_id in enumerate(task_ids.to_pylist())}
     seen = np.zeros(len(task_ids), dtype=bool)  # by the task's row in the sidecar
     stats = CollectStats(batch_id=manifest.provider_batch_id)
     failed: list[RequestResult] = []
@@ -147,9 +152,16 @@ def _collect_once(
         # Columnar: each chunk of result lines is matched, counted and written with compute
         # kernels; only failures (a few) become Python objects.
         for chunk in provider.iter_result_chunks(manifest.provider_batch_id):
-            row = pc.index_in(chunk["custom_id"], value_set=task_ids)
-            stats.unexpected += row.null_count
-            chunk, row = chunk.filter(row.is_valid()), row.drop_null().to_numpy()
+            chunk = chunk.set_column(_OUTCOME, "outcome", pc.fill_null(chunk["outcome"], MALFORMED))
+            lookup = position.get
+            row = np.fromiter(
+                (lookup(custom_id, -1) for custom_id in chunk["custom_id"].to_pylist()),
+                dtype=np.int64,
+                count=chunk.num_rows,
+            )
+            known = row >= 0
+            stats.unexpected += int(len(row) - known.sum())
+            chunk, row = chunk.filter(pa.array(known)), row[known]
             # The first line for a task counts; a repeat (here or in an earlier chunk) not.
             _, first = np.unique(row, return_index=True)
             fresh = np.zeros(len(row), dtype=bool)
@@ -165,7 +177,9 @@ def _collect_once(
                 strict=True,
             ):
                 stats.counts[outcome] = stats.counts.get(outcome, 0) + count
-            succeeded = pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"])
+            succeeded = pc.fill_null(
+                pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"]), False
+            )
             picked = row[succeeded.to_numpy(zero_copy_only=False)]
             results.add_table(
                 _result_rows(chunk.filter(succeeded), sidecar.take(picked), manifest, collected_at)
@@ -225,17 +239,17 @@ def _failures(chunk: pa.Table) -> list[RequestResult]:
     ):
         if outcome == "errored":
             failures.append(RequestResult(custom_id, outcome, None, error_type, error_message))
-        elif outcome == "succeeded":  # but no message: nothing to store, nothing to retry
+        elif outcome in ("expired", "canceled"):
+            failures.append(RequestResult(custom_id, outcome))
+        else:  # success without a message, or no outcome: nothing to store, nothing to retry
             failures.append(
                 RequestResult(
                     custom_id,
                     "errored",
                     error_type="malformed_result",
-                    error_message="the provider reported success without a message",
+                    error_message=f"the provider's result line had {outcome!r} and no message",
                 )
             )
-        else:
-            failures.append(RequestResult(custom_id, outcome))
     return failures
 
 

@@ -7,10 +7,11 @@ breakpoint can go:
 - a **shared document**: the system prompt plus the leading blocks of the first user turn
   (all of its blocks but the last), e.g. a reference text several questions are asked about.
 
-Each candidate gets a key (a hash of the model and the prefix text: a cache entry belongs to
-one model) and a token estimate. Routing counts, per route, how many tasks of the partition
-send each key; a breakpoint is marked only if the prefix reaches the model's minimum
-cacheable length *and* enough tasks share it to repay the cache write (see
+Each candidate gets a key (a hash of the prefix text, computed once at intake, XOR a hash of
+the model routing sends it to: a cache entry belongs to one model) and a token estimate.
+Routing counts, per route, how many tasks of the partition send each key; a breakpoint is
+marked only if the prefix reaches the model's minimum cacheable length *and* enough tasks
+share it to repay the cache write (see
 :func:`~llm_pipelines.routing.policy.break_even_group_size`). A request the producer already
 marked is left exactly as it is.
 """
@@ -110,8 +111,8 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     system_at = system_end = system_hash = None
     system = params.get("system")
     text = ""
-    if system is not None:
-        text = system if type(system) is str else _text(system)
+    if "system" in params:
+        text = system if type(system) is str else _text(system or [])
         system_json = dumps(system, option=orjson.OPT_SORT_KEYS)
         system_end, system_at = end, end - len(system_json)
         end = system_at - len(b',"system":')
@@ -213,8 +214,14 @@ def rewrite(
     The common case, a plain-string system prompt, is spliced from the offsets intake
     recorded; everything else is parsed, marked (:func:`mark`) and serialised again.
     """
-    if offsets is not None and not document and offsets.model_at > 0:
-        model_end = offsets.model_at + len(orjson.dumps(requested_model))
+    requested = orjson.dumps(requested_model)
+    model_end = offsets.model_at + len(requested) if offsets is not None else -1
+    if (
+        offsets is not None
+        and not document
+        and offsets.model_at > 0
+        and request[offsets.model_at : model_end] == requested  # offsets from this request
+    ):
         head = request[: offsets.model_at] + orjson.dumps(model)
         if not system:
             return head + request[model_end:]

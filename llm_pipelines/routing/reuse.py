@@ -1,7 +1,10 @@
 """Reuse: an identical request already answered is not paid for twice.
 
-Identity is the request as it will be sent: a 16-byte hash of its canonical JSON after
-right-sizing (``request_key`` in ``tasks/``). Two places reuse an answer:
+Identity is the request as it will be sent: the sha-256 of its canonical JSON as the producer
+wrote it (first 16 bytes) XOR a hash of the model it is sent to after right-sizing
+(``request_key`` in ``tasks/``). Two requests with equal keys are byte-identical on the same
+model; two that differ only in the model they asked for, right-sized to the same one, are
+not recognised as equal (a missed reuse, never a wrong one). Two places reuse an answer:
 
 - **Within a partition**, routing keeps one task of each request key (a real-time one if
   any, else the first) and routes the others to ``reuse``, naming that task in ``reuse_of``.

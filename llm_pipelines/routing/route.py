@@ -3,14 +3,17 @@
 Two streaming passes over the partition's events, with a bounded spill to sort:
 
 1. **Plan**: per task, the route and deciding rule (:meth:`RoutingPolicy.decide`), the
-   right-sized model, and the request's shape (its reuse key, its candidate cache prefixes;
-   :mod:`llm_pipelines.routing.caching`). Only this compact plan, about 100 bytes a task,
-   is kept for the whole partition, as Arrow columns.
+   right-sized model, and the request's shape (its reuse key, its candidate cache prefixes),
+   from narrow columns only: intake recorded each request's model-free hashes and lengths
+   (``events.shape``, :func:`~llm_pipelines.routing.caching.canonical_request`), and the
+   right-sized model is folded into them here, vectorised; no request is read or parsed.
+   Only this compact plan, about 140 bytes a task, is kept for the whole partition.
 2. **Decide across the partition**: which tasks reuse an identical request (answered in an
    earlier partition, or the first copy in this one; :mod:`llm_pipelines.routing.reuse`);
    how many tasks on each route share each prefix, hence which breakpoints repay their
    cache write; and the dispatch order: route, system prompt, shared document, arrival.
-3. **Write**: read the events again, rewrite requests (model, ``cache_control``), and spill
+3. **Write**: read the events again, rewrite requests (model, ``cache_control``: a splice at
+   the offsets intake recorded, see :func:`~llm_pipelines.routing.caching.rewrite`), and spill
    rows into sort buckets of bounded size on local disk (:mod:`~llm_pipelines.storage.spill`);
    each bucket is sorted in memory and appended to ``tasks/dt=D/tasks.parquet``.
 
@@ -29,6 +32,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.intake import EVENTS_FILE
@@ -139,6 +143,12 @@ def route_partition(
 ) -> RoutingStats:
     """Apply ``policy`` to every event of the partition and write ``tasks/`` in dispatch order."""
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
+    with lake.fs.open(events_path, "rb") as handle:
+        if "shape" not in pq.read_schema(handle).names:
+            raise ValueError(
+                f"{events_path} was written by an older intake, without request shapes: "
+                "materialize raw_llm_events for this partition again, then route it"
+            )
     plan = _plan(lake, events_path, policy, now, chunk_rows)
     decisions = _decide(lake, partition, plan, policy, prices)
     stats = _stats(partition, decisions)

@@ -249,12 +249,10 @@ class Lake:
             try:
                 yield writer
             except BaseException:
-                # Let the thread finish with the file before the upload is discarded, and
-                # empty the buffer while the file is still open.
+                # Let the thread finish with the file before the upload is discarded. The
+                # buffer is not flushed: closing it would close, hence publish, an S3 upload.
                 with contextlib.suppress(Exception):
                     writer.close()
-                with contextlib.suppress(Exception):
-                    sink.close()
                 raise
             writer.close()
             sink.flush()

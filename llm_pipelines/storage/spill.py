@@ -24,7 +24,7 @@ class BucketSpill:
     def __init__(self, schema: pa.Schema, prefix: str = "llm-pipelines-spill-") -> None:
         self.schema = schema
         self.directory = Path(tempfile.mkdtemp(prefix=prefix))
-        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
         self._closed = False
         self.rows = 0
 
@@ -47,11 +47,11 @@ class BucketSpill:
         starts = np.flatnonzero(np.diff(ordered)) + 1
         for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(ordered)], strict=True):
             bucket = int(ordered[start])
-            writer = self._writers.get(bucket)
-            if writer is None:
-                writer = pa.ipc.new_stream(str(self._path(bucket)), self.schema)
-                self._writers[bucket] = writer
-            writer.write_batch(batch.slice(start, end - start))
+            if bucket not in self._writers:
+                # The file is ours to close: closing a stream writer leaves its file open.
+                sink = pa.OSFile(str(self._path(bucket)), "wb")
+                self._writers[bucket] = (pa.ipc.new_stream(sink, self.schema), sink)
+            self._writers[bucket][0].write_batch(batch.slice(start, end - start))
         self.rows += batch.num_rows
 
     def buckets(self) -> Iterator[tuple[int, pa.Table]]:
@@ -72,5 +72,6 @@ class BucketSpill:
     def _close_writers(self) -> None:
         if not self._closed:
             self._closed = True
-            for writer in self._writers.values():
+            for writer, sink in self._writers.values():
                 writer.close()
+                sink.close()

@@ -226,21 +226,23 @@ def test_repeats_across_chunks_and_a_success_without_message_are_handled(
     tmp_path: Path, day: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks of one line each: a repeat in a later chunk is still a repeat, and a line that
-    claims success without a message is dead-lettered with a reason, not stored or lost."""
+    claims success without a message, or has no outcome, is dead-lettered with a reason,
+    not stored or lost."""
     monkeypatch.setattr(anthropic_provider, "RESULTS_BLOCK_BYTES", 1)
     lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day)
     hollow = orjson.dumps({"custom_id": "t-2", "result": {"type": "succeeded"}})
     replay = tmp_path / "replay.jsonl"
-    replay.write_bytes(b"\n".join([by_id["t-0"], by_id["t-1"], by_id["t-0"], hollow]) + b"\n")
+    empty = orjson.dumps({"custom_id": "t-1", "result": {}})
+    replay.write_bytes(b"\n".join([by_id["t-0"], by_id["t-0"], hollow, empty]) + b"\n")
     manifest.provider_batch_id = app.store.replay_batch(replay).id
 
     stats = collect_batch(lake, provider, manifest, default_price_table())
     assert (stats.duplicates, stats.unexpected, stats.missing) == (1, 0, 0)
-    assert stats.counts == {"succeeded": 3}
+    assert stats.counts == {"succeeded": 2, "malformed": 1}
     results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
-    assert sorted(results["task_id"].to_pylist()) == ["t-0", "t-1"]
+    assert results["task_id"].to_pylist() == ["t-0"]
     dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
-    assert dead["task_id"].to_pylist() == ["t-2"]
-    assert dead["reason"].to_pylist()[0].startswith("malformed_result")
+    assert sorted(dead["task_id"].to_pylist()) == ["t-1", "t-2"]
+    assert all(reason.startswith("malformed_result") for reason in dead["reason"].to_pylist())
     ledger = partition_ledger(lake, day)
     assert (ledger.lost, ledger.duplicated) == (0, 0)

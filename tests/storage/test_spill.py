@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 
@@ -13,6 +15,7 @@ SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string())])
 def test_rows_come_back_once_each_in_their_bucket_and_the_files_go() -> None:
     rng = np.random.default_rng(3)
     rows = 10_000
+    open_files = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     bucket_of = rng.integers(0, 37, rows) * 3  # sparse bucket numbers: some never used
     with BucketSpill(SCHEMA) as spill:
         for start in range(0, rows, 777):  # chunks of odd size, buckets scattered in each
@@ -26,6 +29,8 @@ def test_rows_come_back_once_each_in_their_bucket_and_the_files_go() -> None:
         seen = []
         numbers = []
         for bucket, table in spill.buckets():
+            if open_files is not None:  # every bucket file is closed once spilling is done
+                assert len(os.listdir("/proc/self/fd")) <= open_files + 1
             numbers.append(bucket)
             got = table["row"].to_numpy()
             assert (bucket_of[got] == bucket).all()
