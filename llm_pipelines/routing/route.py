@@ -57,6 +57,7 @@ from llm_pipelines.storage.datasets import (
 )
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.storage.spill import BucketSpill
+from llm_pipelines.streams import prefetched
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
@@ -151,6 +152,7 @@ def route_partition(
             )
     plan = _plan(lake, events_path, policy, now, chunk_rows)
     decisions = _decide(lake, partition, plan, policy, prices)
+    del plan  # what the decisions keep of it stays; the ids and the rest can go
     stats = _stats(partition, decisions)
     with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-") as spill:
         for rows, buckets in _routed_chunks(
@@ -160,8 +162,15 @@ def route_partition(
         with write_rows(
             lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
         ) as out:
-            for _, rows in spill.buckets():
-                out.add_batch(rows.sort_by("spill_position").select(TASKS_SCHEMA.names))
+            # The next bucket is sorted (arrow, without the GIL) while this one is written.
+            for rows in prefetched(
+                (
+                    rows.sort_by("spill_position").select(TASKS_SCHEMA.names)
+                    for _, rows in spill.buckets()
+                ),
+                depth=1,
+            ):
+                out.add_batch(rows)
     assert stats.batch + stats.realtime + stats.reused == stats.tasks, "every task has a route"
     return stats
 
