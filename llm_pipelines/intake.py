@@ -25,6 +25,7 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
+from llm_pipelines.streams import paused_gc
 from llm_pipelines.tasks import LLMTask, TaskFields, content_task_id, fast_task
 
 EVENTS_FILE = "events.parquet"
@@ -275,6 +276,7 @@ def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
     with (
+        paused_gc(),
         write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
         write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
     ):

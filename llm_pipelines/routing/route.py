@@ -57,7 +57,7 @@ from llm_pipelines.storage.datasets import (
 )
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.storage.spill import BucketSpill
-from llm_pipelines.streams import prefetched
+from llm_pipelines.streams import paused_gc, prefetched
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
@@ -150,6 +150,19 @@ def route_partition(
                 f"{events_path} was written by an older intake, without request shapes: "
                 "materialize raw_llm_events for this partition again, then route it"
             )
+    with paused_gc():
+        return _route(lake, partition, events_path, policy, prices, now, chunk_rows)
+
+
+def _route(
+    lake: Lake,
+    partition: str,
+    events_path: str,
+    policy: RoutingPolicy,
+    prices: PriceTable,
+    now: datetime,
+    chunk_rows: int,
+) -> RoutingStats:
     plan = _plan(lake, events_path, policy, now, chunk_rows)
     decisions = _decide(lake, partition, plan, policy, prices)
     del plan  # what the decisions keep of it stays; the ids and the rest can go
