@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.routing import caching
+from llm_pipelines.routing.route import _xor16, _xor64
 from llm_pipelines.tasks import LLMTask, canonical_json
 
 MODELS = sorted(default_price_table().models)
@@ -157,3 +160,17 @@ def test_a_request_with_other_keys_has_no_offsets_and_is_rewritten_by_parsing() 
     expected = {**params, "model": MODELS[-1]}
     caching.mark(expected, system=True, document=False, ttl="1h")
     assert rewritten == canonical_json(expected)
+
+
+def test_model_folding_keeps_nulls_and_respects_array_offsets() -> None:
+    """The XOR folding reads arrow buffers directly: sliced arrays and nulls must not shift."""
+    hashes = [bytes([i]) * 16 for i in range(6)]
+    wide = pa.array(hashes, pa.binary(16)).slice(2, 3)  # rows 2, 3, 4: a non-zero offset
+    model = np.frombuffer(bytes(range(16)) * 3, dtype=np.uint8).reshape(3, 16)
+    folded = _xor16(wide, model).to_pylist()
+    assert folded == [
+        bytes(a ^ b for a, b in zip(hashes[i], bytes(range(16)), strict=True)) for i in (2, 3, 4)
+    ]
+
+    narrow = pa.array([5, None, 7, 9], pa.int64()).slice(1, 3)
+    assert _xor64(narrow, np.array([1, 1, 3], np.int64)).to_pylist() == [None, 6, 10]
