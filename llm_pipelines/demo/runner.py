@@ -107,6 +107,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         while True:
             launched = daemon.tick(["batch_completion_sensor"])
             collecting.advance(sum(key.startswith("collect-") for key in launched))
+            # Retries go out in new batches: the total is what was collected plus what flies.
+            collecting.update(total=collecting.completed + len(in_flight(lake, options.day)))
             waiting = partition_ledger(lake, options.day).open
             if not waiting:
                 break
