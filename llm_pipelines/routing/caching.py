@@ -83,6 +83,7 @@ def _is_marked(params: dict[str, Any]) -> bool:
     return bool(blocks) and any(block.get("cache_control") for block in blocks)
 
 
+_SORTED = orjson.OPT_SORT_KEYS
 _TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system", "temperature"})
 """The keys of a task's request (:meth:`~llm_pipelines.tasks.LLMTask.request_params`)."""
 
@@ -99,65 +100,41 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
 
     Keys are sorted, and a task's request has at most ``system`` and ``temperature`` after
     ``model``, so the offsets of the model and the system prompt follow from the lengths of
-    those values alone (``tests/routing/test_request_shape.py`` checks them).
+    those values alone (``tests/routing/test_request_shape.py`` checks them). A request with
+    other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it.
     """
     dumps = orjson.dumps
     request = dumps(params, option=orjson.OPT_SORT_KEYS)
-    if not params.keys() <= _TASK_PARAMS:
-        return request, _unusual_shape(params, request)
-    end = len(request) - 1  # the closing brace
-    if "temperature" in params:
-        end -= len(b',"temperature":') + len(dumps(params["temperature"]))
-    system_at = system_end = system_hash = None
     system = params.get("system")
-    text = ""
-    if "system" in params:
-        text = system if type(system) is str else _text(system or [])
-        system_json = dumps(system, option=orjson.OPT_SORT_KEYS)
-        system_end, system_at = end, end - len(system_json)
-        end = system_at - len(b',"system":')
-        # A prompt is the same prefix written as a string or as blocks: hash its text.
-        system_hash = _prompt_hash(
-            b"system\x00", system_json if type(system) is str else dumps(text)
-        )
+    text = system if type(system) is str else _text(_system_blocks(params))
+    # A prompt is the same prefix written as a string or as blocks: its text is hashed (as
+    # JSON, which for a string prompt is the bytes already in the request).
+    text_json = dumps(text)
+    model_at, system_at, system_end = -1, None, None
+    if params.keys() <= _TASK_PARAMS:
+        end = len(request) - 1  # the closing brace
+        if "temperature" in params:
+            end -= len(b',"temperature":') + len(dumps(params["temperature"]))
+        if "system" in params:
+            system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
+            system_end, system_at = end, end - len(system_json)
+            end = system_at - len(b',"system":')
+        model_at = end - len(dumps(params["model"]))
     document = _text(_document_blocks(params))
     return request, RequestShape(
         request_hash=hashlib.sha256(request).digest()[:16],
         request_bytes=len(request),
-        model_at=end - len(dumps(params["model"])),
+        model_at=model_at,
         system_at=system_at,
         system_end=system_end,
-        system_hash=system_hash if text else None,
+        system_hash=_prompt_hash(b"system\x00", text_json) if text else None,
         system_chars=len(text),
         document_hash=(
-            _prompt_hash(b"document\x00", dumps(text) + b"\x00" + dumps(document))
+            _prompt_hash(b"document\x00", text_json + b"\x00" + dumps(document))
             if document
             else None
         ),
         document_chars=len(text) + len(document),
-        producer_marked=_is_marked(params),
-    )
-
-
-def _unusual_shape(params: dict[str, Any], request: bytes) -> RequestShape:
-    """The shape of a request with keys a task does not produce: no offsets (routing parses
-    it to rewrite it)."""
-    system = _text(_system_blocks(params))
-    document = _text(_document_blocks(params))
-    return RequestShape(
-        request_hash=hashlib.sha256(request).digest()[:16],
-        request_bytes=len(request),
-        model_at=-1,
-        system_at=None,
-        system_end=None,
-        system_hash=_prompt_hash(b"system\x00", orjson.dumps(system)) if system else None,
-        system_chars=len(system),
-        document_hash=(
-            _prompt_hash(b"document\x00", orjson.dumps(system) + b"\x00" + orjson.dumps(document))
-            if document
-            else None
-        ),
-        document_chars=len(system) + len(document),
         producer_marked=_is_marked(params),
     )
 
