@@ -144,6 +144,7 @@ def _collect_once(
     task_ids = sidecar["task_id"].combine_chunks()
     # Built once per batch: index_in would hash the batch's ids again for every chunk.
     position = {task_id: row for row, task_id in enumerate(task_ids.to_pylist())}
+    lookup = position.get
     seen = np.zeros(len(task_ids), dtype=bool)  # by the task's row in the sidecar
     stats = CollectStats(batch_id=manifest.provider_batch_id)
     failed: list[RequestResult] = []
@@ -154,7 +155,6 @@ def _collect_once(
         # kernels; only failures (a few) become Python objects.
         for chunk in provider.iter_result_chunks(manifest.provider_batch_id):
             chunk = chunk.set_column(_OUTCOME, "outcome", pc.fill_null(chunk["outcome"], MALFORMED))
-            lookup = position.get
             row = np.fromiter(
                 (lookup(custom_id, -1) for custom_id in chunk["custom_id"].to_pylist()),
                 dtype=np.int64,
