@@ -91,11 +91,8 @@ def test_api_key_is_never_written_logged_or_recorded(
             assert not cancel.success, "the cancel call failed with an API error"
             ledger = daemon.drive(defs, instance, resources, day)
             assert ledger.holds and ledger.open == 0
-            events = [
-                serialize_value(entry)
-                for run in instance.get_runs()
-                for entry in instance.all_logs(run.run_id)
-            ]
+            logs = [instance.all_logs(run.run_id) for run in instance.get_runs()]
+            events = [serialize_value(entry) for entries in logs for entry in entries]
             runs = [serialize_value(run) for run in instance.get_runs()]
 
     dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
@@ -106,7 +103,11 @@ def test_api_key_is_never_written_logged_or_recorded(
     ]
     assert realtime and all("emulated fault on messages" in r for r in realtime)
     assert any("emulated fault on batches_cancel" in e for e in events), "API error recorded"
-    assert len(events) > 100
+    # The scan covered real work: the cycle, the failed cancel and the sensor's collection
+    # runs, each with its full event log. (How many collection runs the sensor launches
+    # depends on when batches end, so a fixed total of events would be timing-dependent.)
+    assert len(runs) >= 3 and min(len(entries) for entries in logs) >= 5
+    assert len(events) >= 20 * len(runs)
 
     assert _leaks(lake_dir, secret) == set()
     assert _leaks(emulator_dir, secret) == set()
