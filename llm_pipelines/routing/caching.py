@@ -88,7 +88,7 @@ _TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system", "temperat
 """The keys of a task's request (:meth:`~llm_pipelines.tasks.LLMTask.request_params`)."""
 
 
-def _prompt_hash(kind: bytes, text_json: bytes) -> int:
+def _prompt_hash(kind: bytes, text_json: bytes | memoryview) -> int:
     digest = hashlib.sha256(kind)
     digest.update(text_json)
     return int.from_bytes(digest.digest()[:8], "big", signed=True)
@@ -101,10 +101,21 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     Keys are sorted, and a task's request has at most ``system`` and ``temperature`` after
     ``model``, so the offsets of the model and the system prompt follow from the lengths of
     those values alone (``tests/routing/test_request_shape.py`` checks them). A request with
-    other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it.
+    other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it. The usual
+    request, with string prompts only, takes a shortcut that gives the same shape.
     """
+    request = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    system = params.get("system")
+    if (type(system) is str or "system" not in params) and params.keys() <= _TASK_PARAMS:
+        plain = _plain_shape(params, request, system)
+        if plain is not None:
+            return request, plain
+    return request, _any_shape(params, request)
+
+
+def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
+    """The shape of any request: block prompts, shared documents, unusual keys."""
     dumps = orjson.dumps
-    request = dumps(params, option=orjson.OPT_SORT_KEYS)
     system = params.get("system")
     text = system if type(system) is str else _text(_system_blocks(params))
     # A prompt is the same prefix written as a string or as blocks: its text is hashed (as
@@ -121,7 +132,7 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
             end = system_at - len(b',"system":')
         model_at = end - len(dumps(params["model"]))
     document = _text(_document_blocks(params))
-    return request, RequestShape(
+    return RequestShape(
         request_hash=hashlib.sha256(request).digest()[:16],
         request_bytes=len(request),
         model_at=model_at,
@@ -136,6 +147,40 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
         ),
         document_chars=len(text) + len(document),
         producer_marked=_is_marked(params),
+    )
+
+
+def _plain_shape(params: dict[str, Any], request: bytes, system: str | None) -> RequestShape | None:
+    """The shape of the usual request (string prompts, no blocks), without serialising twice.
+
+    The system prompt's JSON is already in the request: it is the value that ends where the
+    temperature (or the closing brace) begins, after the last ``,"system":`` (a JSON string
+    cannot hold that sequence: every quote inside one is escaped). ``None``: not this case.
+    """
+    for message in params["messages"]:
+        if type(message.get("content")) is not str:
+            return None
+    end = len(request) - 1  # the closing brace
+    if "temperature" in params:
+        end -= len(b',"temperature":') + len(orjson.dumps(params["temperature"]))
+    system_at = system_end = system_hash = None
+    if system is not None:
+        key_at = request.rfind(b',"system":', 0, end)
+        system_at, system_end = key_at + len(b',"system":'), end
+        system_hash = _prompt_hash(b"system\x00", memoryview(request)[system_at:end])
+        end = key_at
+    model_at = end - len(orjson.dumps(params["model"]))
+    return RequestShape(
+        request_hash=hashlib.sha256(request).digest()[:16],
+        request_bytes=len(request),
+        model_at=model_at,
+        system_at=system_at,
+        system_end=system_end,
+        system_hash=system_hash if system else None,
+        system_chars=len(system) if system else 0,
+        document_hash=None,
+        document_chars=len(system) if system else 0,
+        producer_marked=False,
     )
 
 

@@ -81,6 +81,14 @@ def test_canonical_request_is_canonical_json_with_true_offsets(params: dict[str,
 
 
 @settings(max_examples=300, deadline=None)
+@given(requests())
+def test_the_shortcut_for_plain_requests_gives_the_general_shape(params: dict[str, Any]) -> None:
+    """String prompts take a shortcut (the prompt's JSON is sliced from the request)."""
+    request, shape = caching.canonical_request(params)
+    assert shape == caching._any_shape(params, request)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     requests(),
     st.sampled_from(MODELS),
