@@ -19,9 +19,9 @@ from llm_pipelines.storage.datasets import (
     EVENTS,
     EVENTS_SCHEMA,
     LANDING,
+    Utf8Builder,
     dead_letter_path,
     dead_letter_row,
-    utf8_array,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
@@ -195,16 +195,19 @@ class EventChunk:
     """Validated events gathered column by column, then handed to parquet as one batch.
 
     Columns (not a dict per row) because building arrow arrays from lists is several times
-    cheaper; the request column arrives as canonical JSON bytes and is joined in one copy,
-    and the request shapes are kept as tuples and transposed once.
+    cheaper; the request column arrives as canonical JSON bytes and is copied into one
+    buffer at once, and the request shapes are kept as tuples and transposed once.
     """
 
     def __init__(self, source_file: str) -> None:
         self.source_file = source_file
         self.columns: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
-        self._requests = self.columns["request"]
+        self._requests = Utf8Builder()
         # Bound once: appending is the per-row cost of the chunk.
-        self._appends = tuple(self.columns[name].append for name in EVENTS_SCHEMA.names)
+        self._appends = tuple(
+            self._requests.append if name == "request" else self.columns[name].append
+            for name in EVENTS_SCHEMA.names
+        )
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -251,7 +254,7 @@ class EventChunk:
         for field in EVENTS_SCHEMA:
             values = self.columns[field.name]
             if field.name == "request":
-                arrays.append(utf8_array(values))  # orjson's output is valid UTF-8
+                arrays.append(self._requests.finish())  # orjson's output is valid UTF-8
             elif field.name == "source":  # "<file>:<line>", joined in arrow, not per row
                 numbers = pc.cast(pa.array(values, pa.int64()), pa.string())
                 arrays.append(pc.binary_join_element_wise(self.source_file, numbers, ":"))
