@@ -15,8 +15,10 @@ from llm_pipelines.sensors import (
     collect_batch_results,
     daily_batch_cycle,
     nightly_batch_cycle,
+    nightly_sweep,
     replay_dead_letters_job,
     resubmit_batch_retries,
+    sweep_abandoned_files_job,
 )
 
 
@@ -46,10 +48,11 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             resubmit_batch_retries,
             replay_dead_letters_job,
             cancel_batches_job,
+            sweep_abandoned_files_job,
             *workloads.JOBS,
         ],
         sensors=[batch_completion_sensor, *workloads.SENSORS],
-        schedules=[nightly_batch_cycle, *workloads.SCHEDULES],
+        schedules=[nightly_batch_cycle, nightly_sweep, *workloads.SCHEDULES],
         resources={**default_resources(), **(resources or {})},
         # The steps wait on I/O (the lake, the API): running them in the run's own process
         # saves a Python start-up (seconds) per step. A deployment can set its own executor.

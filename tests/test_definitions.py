@@ -25,13 +25,14 @@ def test_definitions_load_everything() -> None:
     # The pipeline's own; workloads (tests/workloads) add theirs beside them.
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= ASSETS
     assert "batch_completion_sensor" in {s.name for s in repo.sensor_defs}
-    assert "nightly_batch_cycle" in {s.name for s in repo.schedule_defs}
+    assert {"nightly_batch_cycle", "nightly_sweep"} <= {s.name for s in repo.schedule_defs}
     assert {
         "daily_batch_cycle",
         "collect_batch_results",
         "resubmit_batch_retries",
         "replay_dead_letters",
         "cancel_batches",
+        "sweep_abandoned_files",
     } <= {j.name for j in repo.get_all_jobs()}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"conservation", "daily_budget", "dead_letter_rate"} <= checks

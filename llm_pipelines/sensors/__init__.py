@@ -1,4 +1,4 @@
-"""Jobs, the batch completion sensor and the nightly schedule."""
+"""Jobs, the batch completion sensor and the nightly schedules."""
 
 from llm_pipelines.sensors.batch_completion import batch_completion_sensor
 from llm_pipelines.sensors.jobs import (
@@ -7,8 +7,9 @@ from llm_pipelines.sensors.jobs import (
     daily_batch_cycle,
     replay_dead_letters_job,
     resubmit_batch_retries,
+    sweep_abandoned_files_job,
 )
-from llm_pipelines.sensors.schedules import nightly_batch_cycle
+from llm_pipelines.sensors.schedules import nightly_batch_cycle, nightly_sweep
 
 __all__ = [
     "batch_completion_sensor",
@@ -16,6 +17,8 @@ __all__ = [
     "collect_batch_results",
     "daily_batch_cycle",
     "nightly_batch_cycle",
+    "nightly_sweep",
     "replay_dead_letters_job",
     "resubmit_batch_retries",
+    "sweep_abandoned_files_job",
 ]

@@ -1,4 +1,5 @@
-"""Jobs: the daily batch cycle, per-batch collection, resubmission, replay and cancel."""
+"""Jobs: the daily batch cycle, per-batch collection, resubmission, replay, cancel, and the
+lake's housekeeping."""
 
 import dagster as dg
 from pydantic import Field
@@ -16,6 +17,7 @@ from llm_pipelines.assets.report import llm_cost_report
 from llm_pipelines.dispatch.cancel import cancel_partition_batches
 from llm_pipelines.dispatch.retries import REPLAYABLE_STAGES, replay_dead_letters
 from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.storage.lake import ABANDONED_AFTER_S
 from llm_pipelines.storage.lease import LeaseHeld, partition_lease
 
 SENSOR_RUN_TAGS = {"dagster/max_runtime": "3600"}
@@ -174,3 +176,39 @@ def replay_dead_letters_job() -> None:
 )
 def cancel_batches_job() -> None:
     cancel_batches_op()
+
+
+class SweepConfig(dg.Config):
+    """How old a temporary file must be to count as abandoned."""
+
+    older_than_hours: float = Field(
+        default=ABANDONED_AFTER_S / 3600,
+        gt=0,
+        description="Remove .tmp-* files untouched for this long (a live writer touches its "
+        "file with every chunk).",
+    )
+
+
+@dg.op
+def sweep_abandoned_files_op(
+    context: dg.OpExecutionContext, config: SweepConfig, lake: LakeResource
+) -> dg.Output[int]:
+    """Remove temporary files that killed writers left in the lake (local lakes; an object
+    store never publishes an unfinished upload)."""
+    stats = lake.lake().sweep_abandoned(older_than_s=config.older_than_hours * 3600)
+    context.log.info(f"removed {stats.files} abandoned temporary files ({stats.bytes:,} bytes)")
+    return dg.Output(
+        stats.files,
+        metadata={"files_removed": stats.files, "mb_freed": round(stats.bytes / 2**20, 3)},
+    )
+
+
+@dg.job(
+    name="sweep_abandoned_files",
+    description=(
+        "Housekeeping: delete the lake's temporary files left by writers that were killed "
+        "mid-write; readers never see them, but they hold disk. Runs nightly."
+    ),
+)
+def sweep_abandoned_files_job() -> None:
+    sweep_abandoned_files_op()

@@ -1,8 +1,8 @@
-"""The nightly schedule: yesterday's partition through the daily cycle."""
+"""The nightly schedules: yesterday's partition through the daily cycle, then housekeeping."""
 
 import dagster as dg
 
-from llm_pipelines.sensors.jobs import daily_batch_cycle
+from llm_pipelines.sensors.jobs import daily_batch_cycle, sweep_abandoned_files_job
 
 nightly_batch_cycle = dg.build_schedule_from_partitioned_job(
     daily_batch_cycle,
@@ -10,5 +10,14 @@ nightly_batch_cycle = dg.build_schedule_from_partitioned_job(
     minute_of_hour=0,
     name="nightly_batch_cycle",
     description="At 02:00 UTC, run the daily cycle for the day that just ended.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+nightly_sweep = dg.ScheduleDefinition(
+    name="nightly_sweep",
+    job=sweep_abandoned_files_job,
+    cron_schedule="30 3 * * *",
+    execution_timezone="UTC",
+    description="At 03:30 UTC, remove temporary files that killed writers left in the lake.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import IO, Any
 
 import fsspec
@@ -86,6 +88,18 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if (f.metadata or {}).get(b"encoding") != b"plain"]
 
 
+ABANDONED_AFTER_S = 6 * 3600
+"""A temporary file untouched this long belongs to a writer that is gone."""
+
+
+@dataclass
+class SweepStats:
+    """What :meth:`Lake.sweep_abandoned` removed."""
+
+    files: int = 0
+    bytes: int = 0
+
+
 class Lake:
     """A root URL plus the file operations every dataset needs."""
 
@@ -146,6 +160,29 @@ class Lake:
         """Remove a file if it is there."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
+
+    def sweep_abandoned(self, older_than_s: float = ABANDONED_AFTER_S) -> SweepStats:
+        """Remove temporary files that writers left behind when they were killed.
+
+        A local write goes to ``.tmp-*`` beside its file until it completes; a process killed
+        mid-write leaves that file, which readers ignore but the disk still holds. Files
+        untouched for ``older_than_s`` (a writer touches its file with every chunk) are
+        removed. Object stores have nothing to sweep: an unfinished upload is never an object.
+        """
+        stats = SweepStats()
+        if not self._is_local:
+            return stats
+        cutoff = time.time() - older_than_s
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return stats
+        for path, info in found.items():
+            if path.rsplit("/", 1)[-1].startswith(".tmp-") and info.get("mtime", 0) < cutoff:
+                self.delete(path)
+                stats.files += 1
+                stats.bytes += int(info.get("size") or 0)
+        return stats
 
     # -- atomic writes -----------------------------------------------------------------------
 

@@ -9,21 +9,60 @@ read alone, sorted in memory and handed on: memory holds one bucket, not the par
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+OWNER_FILE = ".owner"
+"""Locked by the process that spills into the directory, for as long as it lives."""
+UNOWNED_AFTER_S = 3600
+"""A spill directory without an owner file this long was left before it got one."""
+
+
+def sweep_abandoned_spills(prefix: str) -> int:
+    """Remove spill directories whose process died (killed mid-spill); return how many.
+
+    A live spill holds an exclusive lock on its owner file; the kernel drops the lock with
+    the process, however it ends, so a lock this process can take has no owner left.
+    """
+    removed = 0
+    for directory in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            with open(directory / OWNER_FILE, "rb") as owner:
+                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # in use
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - directory.stat().st_mtime < UNOWNED_AFTER_S:
+                    continue  # being created right now
+        except OSError:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed += 1
+    return removed
+
 
 class BucketSpill:
-    """Per-bucket Arrow IPC files under a temporary directory; use as a context manager."""
+    """Per-bucket Arrow IPC files under a temporary directory; use as a context manager.
+
+    Spills that a killed process left behind (gigabytes, for a large partition) are removed
+    when the next one starts (:func:`sweep_abandoned_spills`).
+    """
 
     def __init__(self, schema: pa.Schema, prefix: str = "llm-pipelines-spill-") -> None:
         self.schema = schema
+        sweep_abandoned_spills(prefix)
         self.directory = Path(tempfile.mkdtemp(prefix=prefix))
+        self._owner = open(self.directory / OWNER_FILE, "wb")  # noqa: SIM115 (held open)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
         self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
         self._closed = False
         self.rows = 0
@@ -68,6 +107,7 @@ class BucketSpill:
         """Close every file and remove the spill directory."""
         self._close_writers()
         shutil.rmtree(self.directory, ignore_errors=True)
+        self._owner.close()
 
     def _close_writers(self) -> None:
         if not self._closed:
