@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ledger = ledgers[day]
             print(
                 f"{day}: {ledger.valid:,} tasks, {ledger.succeeded:,} answered, "
-                f"{ledger.dead_lettered:,} dead-lettered, open {ledger.open}, lost {ledger.lost};"
+                f"{ledger.dead_lettered:,} dead-lettered (+{ledger.intake_rejected:,} lines "
+                f"rejected at intake), open {ledger.open}, lost {ledger.lost};"
                 f" crashes so far {sum(chaos.crashes.values())}",
                 file=sys.stderr,
             )
