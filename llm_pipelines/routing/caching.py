@@ -157,7 +157,10 @@ def _plain_shape(params: dict[str, Any], request: bytes, system: str | None) -> 
     temperature (or the closing brace) begins, after the last ``,"system":`` (a JSON string
     cannot hold that sequence: every quote inside one is escaped). ``None``: not this case.
     """
-    for message in params["messages"]:
+    messages = params["messages"]
+    if not messages:
+        return None
+    for message in messages:
         if type(message.get("content")) is not str:
             return None
     end = len(request) - 1  # the closing brace

@@ -184,8 +184,8 @@ class SweepConfig(dg.Config):
     older_than_hours: float = Field(
         default=ABANDONED_AFTER_S / 3600,
         gt=0,
-        description="Remove .tmp-* files untouched for this long (a live writer touches its "
-        "file with every chunk).",
+        description="Remove .tmp-* files untouched for this long whose writer is gone (a live "
+        "writer holds a lock on its file, however quiet it is).",
     )
 
 

@@ -7,6 +7,7 @@ instead of adding a second copy, and a reader never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 import uuid
@@ -88,8 +89,23 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if (f.metadata or {}).get(b"encoding") != b"plain"]
 
 
+@contextlib.contextmanager
+def _held(path: str, *, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on a local file (``wait=False``: BlockingIOError if taken).
+
+    The kernel releases it when the process ends, however it ends: a temporary file whose
+    lock can be taken has no writer left.
+    """
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(descriptor)
+
+
 ABANDONED_AFTER_S = 6 * 3600
-"""A temporary file untouched this long belongs to a writer that is gone."""
+"""A temporary file is swept once it is unlocked (its writer is gone) and this old."""
 
 
 @dataclass
@@ -164,10 +180,11 @@ class Lake:
     def sweep_abandoned(self, older_than_s: float = ABANDONED_AFTER_S) -> SweepStats:
         """Remove temporary files that writers left behind when they were killed.
 
-        A local write goes to ``.tmp-*`` beside its file until it completes; a process killed
-        mid-write leaves that file, which readers ignore but the disk still holds. Files
-        untouched for ``older_than_s`` (a writer touches its file with every chunk) are
-        removed. Object stores have nothing to sweep: an unfinished upload is never an object.
+        A local write goes to ``.tmp-*`` beside its file until it completes, holding a lock on
+        it; a process killed mid-write leaves the file (readers ignore it; the disk holds it)
+        and the kernel drops the lock. Files unlocked and untouched for ``older_than_s`` are
+        removed; a live writer's file is never, however long it has been quiet. Object stores
+        have nothing to sweep: an unfinished upload is never an object.
         """
         stats = SweepStats()
         if not self._is_local:
@@ -178,10 +195,15 @@ class Lake:
         except FileNotFoundError:
             return stats
         for path, info in found.items():
-            if path.rsplit("/", 1)[-1].startswith(".tmp-") and info.get("mtime", 0) < cutoff:
-                self.delete(path)
-                stats.files += 1
-                stats.bytes += int(info.get("size") or 0)
+            if not path.rsplit("/", 1)[-1].startswith(".tmp-") or info.get("mtime", 0) >= cutoff:
+                continue
+            try:
+                with _held(path, wait=False):
+                    os.unlink(path)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # still being written, or another sweep took it
+            stats.files += 1
+            stats.bytes += int(info.get("size") or 0)
         return stats
 
     # -- atomic writes -----------------------------------------------------------------------
@@ -194,9 +216,11 @@ class Lake:
             self.fs.makedirs(parent, exist_ok=True)
             temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
             try:
-                with self.fs.open(temporary, "wb") as handle:
-                    yield handle
-                self.fs.mv(temporary, path)
+                handle = self.fs.open(temporary, "wb")
+                with _held(temporary):  # until it has its name: sweeps leave it alone
+                    with handle:
+                        yield handle
+                    self.fs.mv(temporary, path)
             except BaseException:
                 self.delete(temporary)
                 raise

@@ -45,8 +45,9 @@ def sweep_abandoned_spills(prefix: str) -> int:
                     continue  # being created right now
         except OSError:
             continue
-        shutil.rmtree(directory, ignore_errors=True)
-        removed += 1
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            removed += 1
     return removed
 
 
@@ -61,8 +62,11 @@ class BucketSpill:
         self.schema = schema
         sweep_abandoned_spills(prefix)
         self.directory = Path(tempfile.mkdtemp(prefix=prefix))
-        self._owner = open(self.directory / OWNER_FILE, "wb")  # noqa: SIM115 (held open)
+        # Locked before it gets its name: a sweep never sees an owner file not yet locked.
+        claim = self.directory / f"{OWNER_FILE}.new"
+        self._owner = open(claim, "wb")  # noqa: SIM115 (held open for the spill's life)
         fcntl.flock(self._owner, fcntl.LOCK_EX)
+        claim.rename(self.directory / OWNER_FILE)
         self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
         self._closed = False
         self.rows = 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from llm_pipelines.definitions import defs
 from llm_pipelines.resources import LakeResource
 from llm_pipelines.storage import Lake, LandingZone
 from llm_pipelines.storage.datasets import LANDING
-from llm_pipelines.storage.spill import OWNER_FILE, BucketSpill
+from llm_pipelines.storage.spill import OWNER_FILE, BucketSpill, sweep_abandoned_spills
 
 SCHEMA = pa.schema([("row", pa.int64())])
 
@@ -115,3 +117,30 @@ def test_a_spill_left_by_a_killed_process_goes_when_the_next_spill_starts() -> N
             assert alive.directory.exists()  # a live spill is never taken for a dead one
         assert not second.directory.exists()
     assert not alive.directory.exists()
+
+
+def test_a_live_writer_is_never_swept_however_quiet(lake: Lake, day: str) -> None:
+    target = lake.path(LANDING, day, "slow.jsonl")
+    writing = lake.open_atomic(target)
+    handle = writing.__enter__()
+    handle.write(b'{"task_type": "t"}\n')
+    handle.flush()
+    [temporary] = [p for p in lake.fs.find(lake.root) if "/.tmp-" in p]
+    _age(temporary, hours=24)  # a producer quiet for a day: still holding its file
+    assert lake.sweep_abandoned().files == 0
+    writing.__exit__(None, None, None)
+    assert lake.read_bytes(target) == b'{"task_type": "t"}\n'
+
+
+def test_spill_directories_without_an_owner_go_only_once_old() -> None:
+    prefix = f"llm-pipelines-test-{os.getpid()}-ownerless-"
+    young = Path(tempfile.mkdtemp(prefix=prefix))  # being created this instant
+    (young / f"{OWNER_FILE}.new").write_bytes(b"")
+    old = Path(tempfile.mkdtemp(prefix=prefix))  # left by a version without owner files
+    (old / "0.arrows").write_bytes(b"x")
+    _age(str(old), hours=2)
+    try:
+        assert sweep_abandoned_spills(prefix) == 1
+        assert young.exists() and not old.exists()
+    finally:
+        shutil.rmtree(young, ignore_errors=True)
