@@ -90,7 +90,7 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 @contextlib.contextmanager
-def _held(path: str, *, wait: bool = True) -> Iterator[None]:
+def exclusive_lock(path: str, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on a local file (``wait=False``: BlockingIOError if taken).
 
     The kernel releases it when the process ends, however it ends: a temporary file whose
@@ -198,7 +198,7 @@ class Lake:
             if not path.rsplit("/", 1)[-1].startswith(".tmp-") or info.get("mtime", 0) >= cutoff:
                 continue
             try:
-                with _held(path, wait=False):
+                with exclusive_lock(path, wait=False):
                     os.unlink(path)
             except (BlockingIOError, FileNotFoundError):
                 continue  # still being written, or another sweep took it
@@ -217,7 +217,7 @@ class Lake:
             temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
             try:
                 handle = self.fs.open(temporary, "wb")
-                with _held(temporary):  # until it has its name: sweeps leave it alone
+                with exclusive_lock(temporary):  # until it has its name: sweeps leave it alone
                     with handle:
                         yield handle
                     self.fs.mv(temporary, path)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from llm_pipelines.storage.lake import exclusive_lock
+
 OWNER_FILE = ".owner"
 """Locked by the process that spills into the directory, for as long as it lives."""
 UNOWNED_AFTER_S = 3600
@@ -35,8 +37,8 @@ def sweep_abandoned_spills(prefix: str) -> int:
     removed = 0
     for directory in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         try:
-            with open(directory / OWNER_FILE, "rb") as owner:
-                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with exclusive_lock(str(directory / OWNER_FILE), wait=False):
+                pass  # taken: its owner is gone
         except BlockingIOError:
             continue  # in use
         except FileNotFoundError:
