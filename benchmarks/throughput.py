@@ -23,8 +23,9 @@ The partition is landed by a child process, as producers land it: what is measur
 in a process that has not just generated gigabytes of JSON. Peak RSS is sampled (every few
 ms, from /proc) while the pipeline's steps run; they run before any baseline, whose peak is
 reported apart (``baseline_peak_rss_mb``), as memory a process has touched is rarely given
-back. Before each measured stage the set-up's writes are flushed to disk (``os.sync``), so no
-stage pays for another's write-back. The last line printed is JSON.
+back. Before each measured stage the writes before it are flushed to disk and given time to
+settle (``DiskSettler``), so no stage pays for another's write-back. The last line printed
+is JSON.
 """
 
 from __future__ import annotations
@@ -586,15 +587,34 @@ def _land_in_child(url: str, tasks: int, seed: int) -> None:
     land(Lake(url), tasks, seed, Corpus(seed))
 
 
-def settle_disk() -> None:
-    """Write the set-up's dirty pages out before a measured step.
+SETTLE_S_PER_GB = 20.0
+MAX_SETTLE_S = 60.0
 
-    Generating a landing zone (or result streams) leaves gigabytes of dirty pages; left in
-    the page cache, their write-back lands on the next step and throttles its own writes,
-    charging it for data a nightly run would have had on disk for hours.
+
+class DiskSettler:
+    """Lets the set-up's writes reach the disk before a measured step.
+
+    Generating a landing zone (or result streams) writes gigabytes; their write-back would
+    land on the next step, charging it for data a nightly run has had on disk for hours.
+    ``os.sync`` returns once the guest has written them, but on a virtual machine the host
+    keeps writing for a while, and the guest's CPUs feel it: at a million tasks, routing took
+    19-23 s right after the landing was synced, 15 s a minute later. So after syncing, it
+    also waits (up to a minute) in proportion to the gigabytes written since the last call.
     """
-    if hasattr(os, "sync"):
-        os.sync()
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.bytes = self._written()
+
+    def _written(self) -> int:
+        return sum(path.stat().st_size for path in self.work.rglob("*") if path.is_file())
+
+    def __call__(self) -> None:
+        if hasattr(os, "sync"):
+            os.sync()
+        total = self._written()
+        written, self.bytes = max(total - self.bytes, 0), total
+        time.sleep(min(MAX_SETTLE_S, SETTLE_S_PER_GB * written / 2**30))
 
 
 def say(message: str) -> None:
@@ -613,6 +633,7 @@ def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
     baseline_ingest(warm, work / "warm" / "baseline", now)
 
     lake = Lake(str(work / "lake"))
+    settle_disk = DiskSettler(work)
     say(f"landing {tasks:,} tasks in {lake.url}")
     land_elsewhere(lake, tasks, seed)
     settle_disk()
@@ -636,6 +657,7 @@ def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
     settle_disk()
     with sampler.phase("baseline"), timed(seconds, "baseline_ingest"):
         baseline = baseline_ingest(lake, work / "baseline", now)
+    settle_disk()
     with sampler.phase("baseline"), timed(seconds, "baseline_results"):
         baseline_rows = baseline_results(lake, client, manifests, work / "baseline" / "results")
     # The two ways must agree on what they did, or the comparison means nothing.
