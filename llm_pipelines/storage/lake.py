@@ -216,9 +216,10 @@ class Lake:
             self.fs.makedirs(parent, exist_ok=True)
             temporary = f"{parent}/.tmp-{uuid.uuid4().hex}"
             try:
-                handle = self.fs.open(temporary, "wb")
+                with open(temporary, "xb"):
+                    pass  # created first, so it is locked before a byte is written
                 with exclusive_lock(temporary):  # until it has its name: sweeps leave it alone
-                    with handle:
+                    with self.fs.open(temporary, "wb") as handle:
                         yield handle
                     self.fs.mv(temporary, path)
             except BaseException:
