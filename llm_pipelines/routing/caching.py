@@ -113,6 +113,14 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     return request, _any_shape(params, request)
 
 
+def _before_temperature(params: dict[str, Any], request: bytes) -> int:
+    """Where the value before ``temperature`` ends (sorted keys: temperature comes last)."""
+    end = len(request) - 1  # the closing brace
+    if "temperature" in params:
+        end -= len(b',"temperature":') + len(orjson.dumps(params["temperature"]))
+    return end
+
+
 def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
     """The shape of any request: block prompts, shared documents, unusual keys."""
     dumps = orjson.dumps
@@ -123,9 +131,7 @@ def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
     text_json = dumps(text)
     model_at, system_at, system_end = -1, None, None
     if params.keys() <= _TASK_PARAMS:
-        end = len(request) - 1  # the closing brace
-        if "temperature" in params:
-            end -= len(b',"temperature":') + len(dumps(params["temperature"]))
+        end = _before_temperature(params, request)
         if "system" in params:
             system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
             system_end, system_at = end, end - len(system_json)
@@ -163,9 +169,7 @@ def _plain_shape(params: dict[str, Any], request: bytes, system: str | None) -> 
     for message in messages:
         if type(message.get("content")) is not str:
             return None
-    end = len(request) - 1  # the closing brace
-    if "temperature" in params:
-        end -= len(b',"temperature":') + len(orjson.dumps(params["temperature"]))
+    end = _before_temperature(params, request)
     system_at = system_end = system_hash = None
     if system is not None:
         key_at = request.rfind(b',"system":', 0, end)
