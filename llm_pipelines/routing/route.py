@@ -87,12 +87,14 @@ _PLAN_SCHEMA = pa.schema(
         ("document_tokens", pa.int64()),
         ("producer_marked", pa.bool_()),
         ("request_bytes", pa.int64()),
+        ("prompt_chars", pa.int64()),
+        ("max_tokens", pa.int32()),
     ]
 )
 _SPILL_SCHEMA = pa.schema([*TASKS_SCHEMA, ("spill_position", pa.int64())])
 _PLAN_COLUMNS = [
     *("task_id", "task_type", "model", "priority", "deadline", "requires_realtime"),
-    "shape",
+    *("prompt_chars", "max_tokens", "shape"),
 ]
 """What pass 1 reads of the events: no request."""
 
@@ -128,6 +130,7 @@ class _Decisions:
     document_key: pa.Array
     reuse_of: pa.Array
     reuse_partition: pa.Array
+    est_cost_usd: pa.Array
     position: np.ndarray
     bucket: np.ndarray
     ttl: dict[str, str]
@@ -223,6 +226,8 @@ def _plan(
                     ),
                     "producer_marked": shape.field("producer_marked"),
                     "request_bytes": shape.field("request_bytes"),
+                    "prompt_chars": chunk["prompt_chars"],
+                    "max_tokens": chunk["max_tokens"],
                 },
                 schema=_PLAN_SCHEMA,
             )
@@ -297,6 +302,10 @@ def _decide(
         document_key=plan["document_key"],
         reuse_of=reuse_of,
         reuse_partition=reuse_partition,
+        # One vectorised call for the partition: per chunk, the call's overhead dominated.
+        est_cost_usd=estimated_cost(
+            plan["model"], plan["prompt_chars"], plan["max_tokens"], route, prices
+        ),
         position=position,
         bucket=bucket,
         ttl={route: policy.prompt_caching.ttl(route) for route in (REALTIME, BATCH)},
@@ -440,12 +449,9 @@ def _routed_chunks(
             request_key=decisions.request_key.slice(start, rows),
             reuse_of=decisions.reuse_of.slice(start, rows),
             reuse_partition=decisions.reuse_partition.slice(start, rows),
-            est_cost_usd=estimated_cost(
-                model, chunk["prompt_chars"], chunk["max_tokens"], route, prices
-            ),
+            est_cost_usd=decisions.est_cost_usd.slice(start, rows),
             spill_position=pa.array(decisions.position[start : start + rows]),
         )
-        stats.est_cost_usd += pc.sum(columns["est_cost_usd"]).as_py() or 0.0
         yield (
             pa.RecordBatch.from_pydict(columns, schema=_SPILL_SCHEMA),
             decisions.bucket[start : start + rows],
@@ -501,6 +507,7 @@ def _rewrite(
 
 def _stats(partition: str, decisions: _Decisions) -> RoutingStats:
     stats = RoutingStats(tasks=len(decisions.route))
+    stats.est_cost_usd = pc.sum(decisions.est_cost_usd).as_py() or 0.0
     counts = pc.value_counts(decisions.route)
     by_route = dict(
         zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
