@@ -91,7 +91,13 @@ def task_requests(lake: Lake, partition: str, task_ids: list[str]) -> dict[str, 
     path = lake.path(TASKS, partition, TASKS_FILE)
     # Only row groups holding one of them are decompressed: a batch's tasks sit together in
     # the tasks file, so collecting every batch does not read the whole file each time.
-    for chunk in lake.find_rows(path, "task_id", wanted, ["request"]):
+    rows = lake.select_rows(
+        path,
+        ["task_id"],
+        lambda ids: pc.is_in(ids["task_id"], value_set=wanted),
+        ["task_id", "request"],
+    )
+    for chunk in rows:
         found.update(zip(chunk["task_id"].to_pylist(), chunk["request"].to_pylist(), strict=True))
     return found
 

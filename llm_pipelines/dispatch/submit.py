@@ -218,19 +218,24 @@ def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
 def _fresh(
     lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
 ) -> Iterator[pa.RecordBatch]:
-    """Batch-routed tasks no attempt-1 batch holds yet, cached prefixes together."""
+    """Batch-routed tasks no attempt-1 batch holds yet, cached prefixes together.
+
+    Decided from the ids and routes alone: requests are read only from row groups that still
+    hold a task to send, so a pass with nothing new (a retry pass) does not read them all.
+    """
+
+    def unsent(narrow: pa.Table) -> pa.Array:
+        batch = pc.equal(narrow["route"], BATCH)
+        if not len(submitted):
+            return batch
+        sent = pc.and_(batch, pc.is_in(narrow["task_id"], value_set=submitted))
+        stats.already_submitted += pc.sum(sent).as_py() or 0
+        return pc.and_(batch, pc.invert(sent))
+
+    # tasks/ is already in dispatch order (routing sorts the whole partition by shared
+    # prefix), so packing in file order keeps prefix groups together across batches.
     path = lake.path(TASKS, partition, TASKS_FILE)
-    columns = ["task_id", "route", "request", "task_type", "requested_model", "prefix_key"]
-    for chunk in lake.iter_batches([path], columns):
-        # tasks/ is already in dispatch order (routing sorts the whole partition by shared
-        # prefix), so packing in file order keeps prefix groups together across batches.
-        chunk = chunk.filter(pc.equal(chunk["route"], BATCH))
-        if len(submitted):
-            fresh = pc.invert(pc.is_in(chunk["task_id"], value_set=submitted))
-            stats.already_submitted += chunk.num_rows - (pc.sum(fresh).as_py() or 0)
-            chunk = chunk.filter(fresh)
-        if chunk.num_rows:
-            yield chunk.select(PACKED_COLUMNS)
+    yield from lake.select_rows(path, ["task_id", "route"], unsent, PACKED_COLUMNS)
 
 
 def _retries(

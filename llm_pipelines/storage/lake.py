@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
@@ -350,22 +350,47 @@ class Lake:
                         batch_size=batch_size, columns=columns, row_groups=[group]
                     )
 
-    def find_rows(
-        self, path: str, key: str, values: pa.Array, columns: list[str]
+    def select_rows(
+        self,
+        path: str,
+        by: list[str],
+        keep: Callable[[pa.Table], pa.Array],
+        columns: list[str],
     ) -> Iterator[pa.RecordBatch]:
-        """Rows of one parquet file whose ``key`` is in ``values``, with ``columns``.
+        """Rows of one parquet file that ``keep`` selects, with ``columns``, in file order.
 
-        The key column is read for every row group; the other (wide) columns only for row
-        groups that hold a match, so looking up a few rows does not decompress the file.
+        ``keep`` is called once, on the narrow ``by`` columns of the whole file (ids, say:
+        tens of MB for a million rows), and returns a boolean mask; the other (wide) columns
+        are read only from row groups where it keeps a row, so finding a few rows, or none,
+        does not decompress the whole file. Row groups are read ahead on a second thread.
         """
+        yield from prefetched(self._select_rows(path, by, keep, columns))
+
+    def _select_rows(
+        self, path: str, by: list[str], keep: Callable[[pa.Table], pa.Array], columns: list[str]
+    ) -> Iterator[pa.RecordBatch]:
+        wide = [name for name in columns if name not in by]
         with self.fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
+            narrow = parquet.read(columns=by)
+            mask = keep(narrow)
+            if not wide:  # all that is wanted is read already
+                yield from narrow.filter(mask).select(columns).to_batches(READ_BATCH_ROWS)
+                return
+            start = 0
             for group in range(parquet.num_row_groups):
-                keys = parquet.read_row_group(group, columns=[key]).column(key)
-                mask = pc.is_in(keys, value_set=values)
-                if pc.any(mask).as_py():
-                    table = parquet.read_row_group(group, columns=[key, *columns])
-                    yield from table.filter(mask).to_batches()
+                rows = parquet.metadata.row_group(group).num_rows
+                if not pc.any(mask.slice(start, rows)).as_py():
+                    start += rows
+                    continue
+                # A row group of long requests is tens of MB: read it a few MB at a time.
+                for part in parquet.iter_batches(READ_BATCH_ROWS, row_groups=[group], columns=wide):
+                    table = narrow.slice(start, part.num_rows)
+                    for field in part.schema:
+                        table = table.append_column(field, part[field.name])
+                    kept = table.filter(mask.slice(start, part.num_rows)).select(columns)
+                    start += part.num_rows
+                    yield from kept.to_batches()
 
     def read_table(
         self,
