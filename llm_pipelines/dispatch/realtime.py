@@ -58,16 +58,22 @@ def _realtime_chunks(
     lake: Lake, partition: str, done: pa.Array, stats: RealtimeStats
 ) -> Iterator[pa.Table]:
     """Real-time tasks not yet dispatched (``done``), in chunks of :data:`REALTIME_CHUNK`."""
+
+    def unanswered(narrow: pa.Table) -> pa.Array:
+        realtime = pc.equal(narrow["route"], REALTIME)
+        if not len(done):
+            return realtime
+        answered = pc.and_(realtime, pc.is_in(narrow["task_id"], value_set=done))
+        stats.already_answered += pc.sum(answered).as_py() or 0
+        return pc.and_(realtime, pc.invert(answered))
+
+    # Decided from ids and routes: requests are read only where real-time tasks sit (the
+    # tasks file is sorted by route, so not the batch-routed majority's).
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
     pending: list[pa.RecordBatch] = []
     rows = 0
-    for batch in lake.iter_batches([path], columns, batch_size=REALTIME_CHUNK):
-        batch = batch.filter(pc.equal(batch["route"], REALTIME))
-        if len(done):
-            fresh = pc.invert(pc.is_in(batch["task_id"], value_set=done))
-            stats.already_answered += batch.num_rows - (pc.sum(fresh).as_py() or 0)
-            batch = batch.filter(fresh)
+    for batch in lake.select_rows(path, ["task_id", "route"], unanswered, columns):
         pending.append(batch)
         rows += batch.num_rows
         while rows >= REALTIME_CHUNK:

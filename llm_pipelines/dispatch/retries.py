@@ -149,8 +149,11 @@ def replay_dead_letters(
     crash_point("replay.before_write")
     columns = ["task_id", "task_type", "requested_model", "request"]
     with write_rows(lake, stats.path, RETRIES_SCHEMA) as out:
-        for chunk in lake.iter_batches([lake.path(TASKS, partition, TASKS_FILE)], columns):
-            chunk = chunk.filter(pc.is_in(chunk["task_id"], value_set=wanted))
+        tasks = lake.path(TASKS, partition, TASKS_FILE)
+        chosen_rows = lake.select_rows(
+            tasks, ["task_id"], lambda ids: pc.is_in(ids["task_id"], value_set=wanted), columns
+        )
+        for chunk in chosen_rows:
             for task_id, task_type, requested, request in zip(
                 *(chunk[c].to_pylist() for c in columns), strict=True
             ):
