@@ -18,11 +18,10 @@ from typing import Any
 import anthropic
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
-from llm_pipelines.dispatch.state import PartitionState
+from llm_pipelines.dispatch.state import NotYetDone, PartitionState
 from llm_pipelines.providers.base import BatchProvider
 from llm_pipelines.routing import REALTIME
 from llm_pipelines.routing.route import TASKS_FILE
@@ -58,21 +57,13 @@ def _realtime_chunks(
     lake: Lake, partition: str, done: pa.Array, stats: RealtimeStats
 ) -> Iterator[pa.Table]:
     """Real-time tasks not yet dispatched (``done``), in chunks of :data:`REALTIME_CHUNK`."""
-
-    def unanswered(narrow: pa.Table) -> pa.Array:
-        realtime = pc.equal(narrow["route"], REALTIME)
-        if not len(done):
-            return realtime
-        answered = pc.and_(realtime, pc.is_in(narrow["task_id"], value_set=done))
-        stats.already_answered += pc.sum(answered).as_py() or 0
-        return pc.and_(realtime, pc.invert(answered))
-
     # Decided from ids and routes: requests are read only where real-time tasks sit (the
     # tasks file is sorted by route, so not the batch-routed majority's).
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
     pending: list[pa.RecordBatch] = []
     rows = 0
+    unanswered = NotYetDone(REALTIME, done)
     for batch in lake.select_rows(path, ["task_id", "route"], unanswered, columns):
         pending.append(batch)
         rows += batch.num_rows
@@ -83,6 +74,7 @@ def _realtime_chunks(
             pending, rows = rest.to_batches(), rest.num_rows
     if rows:
         yield pa.Table.from_batches(pending)
+    stats.already_answered += unanswered.skipped
 
 
 def _call(provider: BatchProvider, request: str) -> tuple[dict[str, Any] | None, str | None]:

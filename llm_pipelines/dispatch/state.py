@@ -35,6 +35,26 @@ REPLAY_PREFIX = "replay-"
 PAIR_SCHEMA = pa.schema([pa.field("task_id", pa.string()), pa.field("attempt", pa.int16())])
 
 
+@dataclass
+class NotYetDone:
+    """A :meth:`~llm_pipelines.storage.lake.Lake.select_rows` predicate over ``task_id`` and
+    ``route``: the tasks of ``route`` whose id is not in ``done``; it counts those that are.
+    """
+
+    route: str
+    done: pa.Array
+    skipped: int = 0
+    """Tasks of the route already done, once the predicate has run."""
+
+    def __call__(self, narrow: pa.Table) -> pa.Array:
+        on_route = pc.equal(narrow["route"], self.route)
+        if not len(self.done):
+            return on_route
+        done = pc.and_(on_route, pc.is_in(narrow["task_id"], value_set=self.done))
+        self.skipped += pc.sum(done).as_py() or 0
+        return pc.and_(on_route, pc.invert(done))
+
+
 def results_name(key: str) -> str:
     """The results (and retry) file name of the batch with manifest key ``key``."""
     return f"batch-{key}.parquet"

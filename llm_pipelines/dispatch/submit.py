@@ -20,7 +20,12 @@ import pyarrow.compute as pc
 from llm_pipelines.crashpoints import crash_point
 from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
 from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
-from llm_pipelines.dispatch.state import PartitionState, pending_retry_pairs, sidecar_ids
+from llm_pipelines.dispatch.state import (
+    NotYetDone,
+    PartitionState,
+    pending_retry_pairs,
+    sidecar_ids,
+)
 from llm_pipelines.providers.base import BatchLimits, BatchProvider, BatchStatus
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
@@ -223,19 +228,12 @@ def _fresh(
     Decided from the ids and routes alone: requests are read only from row groups that still
     hold a task to send, so a pass with nothing new (a retry pass) does not read them all.
     """
-
-    def unsent(narrow: pa.Table) -> pa.Array:
-        batch = pc.equal(narrow["route"], BATCH)
-        if not len(submitted):
-            return batch
-        sent = pc.and_(batch, pc.is_in(narrow["task_id"], value_set=submitted))
-        stats.already_submitted += pc.sum(sent).as_py() or 0
-        return pc.and_(batch, pc.invert(sent))
-
     # tasks/ is already in dispatch order (routing sorts the whole partition by shared
     # prefix), so packing in file order keeps prefix groups together across batches.
+    unsent = NotYetDone(BATCH, submitted)
     path = lake.path(TASKS, partition, TASKS_FILE)
     yield from lake.select_rows(path, ["task_id", "route"], unsent, PACKED_COLUMNS)
+    stats.already_submitted += unsent.skipped
 
 
 def _retries(
