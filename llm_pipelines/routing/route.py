@@ -170,10 +170,9 @@ def _route(
     decisions = _decide(lake, partition, plan, policy, prices)
     del plan  # what the decisions keep of it stays; the ids and the rest can go
     stats = _stats(partition, decisions)
-    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-") as spill:
-        for rows, buckets in _routed_chunks(
-            lake, events_path, decisions, prices, chunk_rows, stats
-        ):
+    buckets = int(decisions.bucket.max()) + 1 if len(decisions.bucket) else 0
+    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-", buckets=buckets) as spill:
+        for rows, buckets in _routed_chunks(lake, events_path, decisions, chunk_rows):
             spill.add(rows, buckets)
         with write_rows(
             lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
@@ -426,9 +425,7 @@ def _routed_chunks(
     lake: Lake,
     events_path: str,
     decisions: _Decisions,
-    prices: PriceTable,
     chunk_rows: int,
-    stats: RoutingStats,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Pass 2: the events with their decisions applied (and their position), and buckets."""
     offset = 0

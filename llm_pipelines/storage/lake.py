@@ -374,6 +374,7 @@ class Lake:
             parquet = pq.ParquetFile(handle)
             narrow = parquet.read(columns=by)
             mask = keep(narrow)
+            narrow = narrow.select([name for name in by if name in columns])
             if not wide:  # all that is wanted is read already
                 yield from narrow.filter(mask).select(columns).to_batches(READ_BATCH_ROWS)
                 return

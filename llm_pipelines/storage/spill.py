@@ -24,8 +24,10 @@ from llm_pipelines.storage.lake import exclusive_lock
 
 OWNER_FILE = ".owner"
 """Locked by the process that spills into the directory, for as long as it lives."""
-SPILL_WRITE_BUFFER_BYTES = 256 * 1024
-"""Write buffer per open bucket file (a spill of a million tasks has about a hundred)."""
+WRITE_BUFFERS_BYTES = 32 * 1024 * 1024
+"""Write buffers of all open bucket files together (a million tasks make about a hundred)."""
+WRITE_BUFFER_BYTES = (32 * 1024, 256 * 1024)
+"""Smallest and largest write buffer of one bucket file."""
 UNOWNED_AFTER_S = 3600
 """A spill directory without an owner file this long was left before it got one."""
 
@@ -62,8 +64,13 @@ class BucketSpill:
     when the next one starts (:func:`sweep_abandoned_spills`).
     """
 
-    def __init__(self, schema: pa.Schema, prefix: str = "llm-pipelines-spill-") -> None:
+    def __init__(
+        self, schema: pa.Schema, prefix: str = "llm-pipelines-spill-", buckets: int = 128
+    ) -> None:
+        """``buckets``: about how many buckets there will be (it sizes the write buffers)."""
         self.schema = schema
+        smallest, largest = WRITE_BUFFER_BYTES
+        self._buffer_bytes = max(smallest, min(largest, WRITE_BUFFERS_BYTES // max(buckets, 1)))
         sweep_abandoned_spills(prefix)
         self.directory = Path(tempfile.mkdtemp(prefix=prefix))
         # Locked before it gets its name: a sweep never sees an owner file not yet locked.
@@ -99,7 +106,7 @@ class BucketSpill:
                 # Buffered: a chunk adds a few rows to each of many buckets, and unbuffered
                 # every column buffer of every such slice was a system call of its own.
                 sink = pa.BufferedOutputStream(
-                    pa.OSFile(str(self._path(bucket)), "wb"), SPILL_WRITE_BUFFER_BYTES
+                    pa.OSFile(str(self._path(bucket)), "wb"), self._buffer_bytes
                 )
                 self._writers[bucket] = (pa.ipc.new_stream(sink, self.schema), sink)
             self._writers[bucket][0].write_batch(batch.slice(start, end - start))

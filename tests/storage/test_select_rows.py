@@ -71,3 +71,22 @@ def test_wide_columns_are_read_only_from_row_groups_that_keep_a_row(
         lake.select_rows(three_groups, ["id"], lambda t: pc.equal(t["id"], "x"), ["body"])
     )
     assert nothing == [] and not any("body" in columns for _, columns in reads)
+
+
+def test_row_groups_read_in_pieces_stay_aligned_with_the_mask(
+    lake: Lake, three_groups: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm_pipelines.storage.lake as lake_module
+
+    # Pieces of 3 rows in row groups of 4: the kept rows straddle pieces, after a skipped group.
+    monkeypatch.setattr(lake_module, "READ_BATCH_ROWS", 3)
+    wanted = pa.chunked_array([["g1-2", "g1-3"], ["g2-0", "g2-3"]])
+    rows = lake.select_rows(
+        three_groups,
+        ["id"],
+        lambda t: pc.is_in(t["id"], value_set=wanted.combine_chunks()),
+        ["id", "body"],
+    )
+    table = pa.Table.from_batches(list(rows))
+    assert table["id"].to_pylist() == ["g1-2", "g1-3", "g2-0", "g2-3"]
+    assert table["body"].to_pylist() == [f"long text of {i}" for i in table["id"].to_pylist()]
