@@ -192,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser(
         "workloads",
-        help="run today's batch cycle for catalog, support analytics and offline eval",
+        help=(
+            "run the nightly batch cycle for catalog, support analytics and offline eval "
+            "(for yesterday's partition, as the schedules do, unless --date)"
+        ),
     )
     _day_on_emulator_options(runs)
     runs.add_argument("--products", type=int, default=40, help="catalog products (default 40)")
