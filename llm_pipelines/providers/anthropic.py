@@ -27,6 +27,8 @@ RESULTS_READ_BYTES = 1024 * 1024
 """Bytes per read of a results stream."""
 RESULTS_BLOCK_BYTES = 4 * 1024 * 1024
 """Result lines decoded per arrow call: bounded memory, few calls."""
+RESULTS_PARSE_BYTES = 2 * 1024 * 1024
+"""Pieces of a block parsed in parallel (a longer line is decoded line by line instead)."""
 
 _TEXT = pa.string()
 _TOKENS = pa.int64()
@@ -201,9 +203,10 @@ def decode_result_block(block: bytes) -> pa.Table:
     field of an unexpected JSON type) is decoded line by line instead, with the same result.
     """
     try:
+        # Parsed in pieces on arrow's CPU pool: the caller is usually waiting for this block.
         lines = pa_json.read_json(
             pa.BufferReader(block),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(block) + 1),
+            read_options=pa_json.ReadOptions(use_threads=True, block_size=RESULTS_PARSE_BYTES),
             parse_options=_PARSE,
         )
     except pa.ArrowInvalid:

@@ -103,6 +103,31 @@ def test_columnar_decoding_matches_line_by_line(lines: list[dict[str, Any]]) -> 
     assert decode_result_block(block).equals(_decode_lines(block))
 
 
+def test_a_block_parsed_in_pieces_decodes_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llm_pipelines.providers.anthropic as provider
+
+    usage = {"input_tokens": 7, "output_tokens": 3}
+    lines = [
+        {"custom_id": f"t-{i}", "result": {"type": "expired"}}
+        if i % 7 == 0
+        else {
+            "custom_id": f"t-{i}",
+            "result": {
+                "type": "succeeded",
+                "message": {"content": [{"type": "text", "text": f"answer {i}"}], "usage": usage},
+            },
+        }
+        for i in range(300)
+    ]
+    block = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    expected = _decode_lines(block)
+    monkeypatch.setattr(provider, "RESULTS_PARSE_BYTES", 2048)  # about 20 pieces
+    monkeypatch.setattr(provider, "_decode_lines", lambda _: pytest.fail("fell back"))
+    table = decode_result_block(block)
+    assert table.equals(expected)
+    assert table.column("custom_id").to_pylist() == [f"t-{i}" for i in range(300)]
+
+
 def test_a_line_the_json_reader_cannot_type_is_decoded_line_by_line() -> None:
     # A tool_use block whose "text" is a number: the reader types "text" as a string and
     # gives up on the block; text of non-text blocks is never used, so the line is fine.
