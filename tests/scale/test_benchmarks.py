@@ -47,6 +47,9 @@ def test_throughput_benchmark_reports_its_figures(tmp_path: Path) -> None:
     assert figures["valid"] + figures["invalid"] + figures["duplicates"] == 600
     assert figures["results"] == figures["baseline_results"] > 0
     assert figures["batch_bodies"] >= 1 and figures["payload_bytes"] > 0
+    # A pass with nothing new to send sends nothing and counts every batch-routed task.
+    assert figures["resubmit_bodies"] == 0
+    assert figures["resubmit_already_submitted"] == figures["batch_routed"] > 0
     assert not work.exists(), "the work directory is cleaned up"
 
 
