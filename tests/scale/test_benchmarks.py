@@ -62,5 +62,7 @@ def test_emulator_takes_a_100000_request_batch_over_http_in_bounded_memory() -> 
     assert figures["outcomes"] == {k: v for k, v in counts.items() if v and k != "processing"}
     # The results stream is ~150 MB and the body ~15 MB: were either held whole (as bytes,
     # let alone as Python objects), the process would grow by more than the stream itself.
+    # (Streamed, it grows by 80-90 MB on an idle machine; with both cores busy elsewhere,
+    # buffers are freed later and it measured up to 126 MB.)
     assert figures["results_stream_mb"] > 100
-    assert figures["peak_growth_mb"] < 0.75 * figures["results_stream_mb"], figures
+    assert figures["peak_growth_mb"] < figures["results_stream_mb"], figures
