@@ -170,8 +170,8 @@ def _route(
     decisions = _decide(lake, partition, plan, policy, prices)
     del plan  # what the decisions keep of it stays; the ids and the rest can go
     stats = _stats(partition, decisions)
-    buckets = int(decisions.bucket.max()) + 1 if len(decisions.bucket) else 0
-    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-", buckets=buckets) as spill:
+    bucket_count = int(decisions.bucket.max()) + 1 if len(decisions.bucket) else 0
+    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-", buckets=bucket_count) as spill:
         for rows, buckets in _routed_chunks(lake, events_path, decisions, chunk_rows):
             spill.add(rows, buckets)
         with write_rows(
