@@ -105,12 +105,13 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     request, with string prompts only, takes a shortcut that gives the same shape.
     """
     request = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    request_hash = hashlib.sha256(request).digest()[:16]  # the same on either path
     system = params.get("system")
     if (type(system) is str or "system" not in params) and params.keys() <= _TASK_PARAMS:
-        plain = _plain_shape(params, request, system)
+        plain = _plain_shape(params, request, request_hash, system)
         if plain is not None:
             return request, plain
-    return request, _any_shape(params, request)
+    return request, _any_shape(params, request, request_hash)
 
 
 def _before_temperature(params: dict[str, Any], request: bytes) -> int:
@@ -121,7 +122,7 @@ def _before_temperature(params: dict[str, Any], request: bytes) -> int:
     return end
 
 
-def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
+def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> RequestShape:
     """The shape of any request: block prompts, shared documents, unusual keys."""
     dumps = orjson.dumps
     system = params.get("system")
@@ -139,7 +140,7 @@ def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
         model_at = end - len(dumps(params["model"]))
     document = _text(_document_blocks(params))
     return RequestShape(
-        request_hash=hashlib.sha256(request).digest()[:16],
+        request_hash=request_hash,
         request_bytes=len(request),
         model_at=model_at,
         system_at=system_at,
@@ -156,7 +157,9 @@ def _any_shape(params: dict[str, Any], request: bytes) -> RequestShape:
     )
 
 
-def _plain_shape(params: dict[str, Any], request: bytes, system: str | None) -> RequestShape | None:
+def _plain_shape(
+    params: dict[str, Any], request: bytes, request_hash: bytes, system: str | None
+) -> RequestShape | None:
     """The shape of the usual request (string prompts, no blocks), without serialising twice.
 
     The system prompt's JSON is already in the request: it is the value that ends where the
@@ -178,7 +181,7 @@ def _plain_shape(params: dict[str, Any], request: bytes, system: str | None) -> 
         end = key_at
     model_at = end - len(orjson.dumps(params["model"]))
     return RequestShape(
-        request_hash=hashlib.sha256(request).digest()[:16],
+        request_hash=request_hash,
         request_bytes=len(request),
         model_at=model_at,
         system_at=system_at,

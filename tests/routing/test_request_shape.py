@@ -7,6 +7,7 @@ ones included (block prompts, nested keys named ``model`` or ``system``, unicode
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,8 @@ def test_canonical_request_is_canonical_json_with_true_offsets(params: dict[str,
 def test_the_shortcut_for_plain_requests_gives_the_general_shape(params: dict[str, Any]) -> None:
     """String prompts take a shortcut (the prompt's JSON is sliced from the request)."""
     request, shape = caching.canonical_request(params)
-    assert shape == caching._any_shape(params, request)
+    assert shape == caching._any_shape(params, request, shape.request_hash)
+    assert shape.request_hash == hashlib.sha256(request).digest()[:16]
 
 
 @settings(max_examples=300, deadline=None)
