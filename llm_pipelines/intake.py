@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -13,7 +13,12 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
-from llm_pipelines.routing.caching import RequestShape, canonical_request, shape_array
+from llm_pipelines.routing.caching import (
+    RequestShape,
+    canonical_request,
+    plain_shape,
+    shape_array,
+)
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS,
@@ -56,44 +61,56 @@ def explain(error: ValidationError) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
+class ValidTask(NamedTuple):
+    """A landing line that passed intake: its fields, canonical request and request shape."""
+
+    fields: TaskFields
+    request: bytes
+    shape: RequestShape
+
+
 def validate_line(
     line: bytes, known_models: frozenset[str] | None = None
-) -> tuple[TaskFields | None, str | None]:
-    """Decode and validate one landing line; return its fields or the reason it was rejected.
+) -> tuple[ValidTask | None, str | None]:
+    """Decode and validate one landing line; return the task or the reason it was rejected.
 
-    The common shape is checked by :func:`~llm_pipelines.tasks.fast_task`; everything else,
-    and every reject, goes through :class:`LLMTask`, whose rules and wording decide.
-    ``known_models`` (default: the price table's) rejects a model nobody can price or serve.
+    The common shape is decoded and checked in C by :func:`~llm_pipelines.tasks.fast_task`;
+    everything else, and every reject, goes through :class:`LLMTask`, whose rules and wording
+    decide. ``known_models`` (default: the price table's) rejects a model nobody can price or
+    serve.
     """
+    models = known_models if known_models is not None else _default_models()
+    fast = fast_task(line)
+    if fast is not None and fast.fields.model in models:
+        fields, request = fast.fields, fast.request
+        shape = plain_shape(request, fields.model, fast.system, fast.temperature)
+        return ValidTask(fields, request, shape), None
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError as error:
         return None, f"not valid JSON: {error}"
     if not isinstance(raw, dict):
         return None, f"expected a JSON object, got {type(raw).__name__}"
-    fields = fast_task(raw)
-    if fields is None:
-        try:
-            fields = LLMTask.model_validate(raw).fields()
-        except ValidationError as error:
-            return None, explain(error)
-    models = known_models if known_models is not None else _default_models()
-    if fields.model not in models:
+    try:
+        task = LLMTask.model_validate(raw)
+    except ValidationError as error:
+        return None, explain(error)
+    if task.model not in models:
         return None, (
-            f"model: {fields.model!r} is not in the price table "
-            f"(known: {', '.join(sorted(models))})"
+            f"model: {task.model!r} is not in the price table (known: {', '.join(sorted(models))})"
         )
-    return fields, None
+    request, shape = canonical_request(task.request_params())
+    return ValidTask(task.fields(), request, shape), None
 
 
 def parse_line(
     line: bytes, known_models: frozenset[str] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Decode one landing line; return the event row (without ``source``) or the reason."""
-    fields, reason = validate_line(line, known_models)
-    if fields is None:
+    valid, reason = validate_line(line, known_models)
+    if valid is None:
         return None, reason
-    request, shape = canonical_request(fields.params)
+    fields, request, shape = valid
     return {
         "task_id": fields.task_id or content_task_id(fields.task_type, request),
         "task_type": fields.task_type,
@@ -158,59 +175,46 @@ def parse_piece(piece: LandingPiece) -> ParsedPiece:
     chunk = EventChunk(piece.file)
     dead: list[dict[str, Any]] = []
     lines = invalid = landing_bytes = 0
-    loads = orjson.loads
     for number, line in enumerate(piece.lines, piece.first_line):
         stripped = line.strip()
         if not stripped:
             continue
         lines += 1
         landing_bytes += len(stripped) + 1
-        # The common case inline (this loop runs once per task); anything else goes through
-        # validate_line, which decides exactly and words the reason.
-        try:
-            raw = loads(stripped)
-        except orjson.JSONDecodeError:
-            raw = None
-        fields = fast_task(raw) if type(raw) is dict else None
-        if fields is None or fields.model not in models:
-            fields, reason = validate_line(stripped, models)
-            if fields is None:
-                invalid += 1
-                dead.append(
-                    dead_letter_row(
-                        stage="intake",
-                        reason=reason or "invalid",
-                        payload=stripped.decode("utf-8", errors="replace"),
-                        source=f"{piece.file}:{number}",
-                    )
+        valid, reason = validate_line(stripped, models)
+        if valid is None:
+            invalid += 1
+            dead.append(
+                dead_letter_row(
+                    stage="intake",
+                    reason=reason or "invalid",
+                    payload=stripped.decode("utf-8", errors="replace"),
+                    source=f"{piece.file}:{number}",
                 )
-                continue
-        request, shape = canonical_request(fields.params)
+            )
+            continue
+        fields, request, shape = valid
         task_id = fields.task_id or content_task_id(fields.task_type, request)
         chunk.add(task_id, fields, request, shape, number)
     return ParsedPiece(chunk.take(), dead, lines, invalid, landing_bytes)
 
 
 class EventChunk:
-    """Validated events gathered column by column, then handed to parquet as one batch.
+    """Validated events gathered row by row, then handed to parquet as one batch.
 
-    Columns (not a dict per row) because building arrow arrays from lists is several times
-    cheaper; the request column arrives as canonical JSON bytes and is copied into one
-    buffer at once, and the request shapes are kept as tuples and transposed once.
+    Each row is kept as the tuples intake already has (its fields, its request shape) and
+    transposed into columns once per chunk: building arrow arrays from lists is several times
+    cheaper than per-row work. The request column arrives as canonical JSON bytes and is
+    copied into one buffer as it comes.
     """
 
     def __init__(self, source_file: str) -> None:
         self.source_file = source_file
-        self.columns: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
+        self._rows: list[tuple[str, TaskFields, RequestShape, int]] = []
         self._requests = Utf8Builder()
-        # Bound once: appending is the per-row cost of the chunk.
-        self._appends = tuple(
-            self._requests.append if name == "request" else self.columns[name].append
-            for name in EVENTS_SCHEMA.names
-        )
 
     def __len__(self) -> int:
-        return len(self._requests)
+        return len(self._rows)
 
     def add(
         self,
@@ -221,49 +225,38 @@ class EventChunk:
         line_number: int,
     ) -> None:
         """Append one event (``request`` is its canonical JSON; the line is in the source)."""
-        (
-            add_task_id,
-            add_task_type,
-            add_model,
-            add_max_tokens,
-            add_priority,
-            add_deadline,
-            add_realtime,
-            add_prompt_chars,
-            add_request,
-            add_metadata,
-            add_source,
-            add_shape,
-        ) = self._appends
-        add_task_id(task_id)
-        add_task_type(fields.task_type)
-        add_model(fields.model)
-        add_max_tokens(fields.max_tokens)
-        add_priority(fields.priority)
-        add_deadline(fields.deadline)
-        add_realtime(fields.requires_realtime)
-        add_prompt_chars(fields.prompt_chars)
-        add_request(request)
-        add_metadata(orjson.dumps(fields.metadata).decode() if fields.metadata else None)
-        add_source(line_number)
-        add_shape(shape)
+        self._rows.append((task_id, fields, shape, line_number))
+        self._requests.append(request)
 
     def take(self) -> pa.RecordBatch:
         """The gathered events as a record batch; the chunk starts empty again."""
-        arrays = []
-        for field in EVENTS_SCHEMA:
-            values = self.columns[field.name]
-            if field.name == "request":
-                arrays.append(self._requests.finish())  # orjson's output is valid UTF-8
-            elif field.name == "source":  # "<file>:<line>", joined in arrow, not per row
-                numbers = pc.cast(pa.array(values, pa.int64()), pa.string())
-                arrays.append(pc.binary_join_element_wise(self.source_file, numbers, ":"))
-            elif field.name == "shape":
-                arrays.append(shape_array(values))
-            else:
-                arrays.append(pa.array(values, field.type))
-            values.clear()
-        return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
+        rows, self._rows = self._rows, []
+        if rows:
+            task_ids, fields, shapes, numbers = zip(*rows, strict=True)
+            by_name = dict(zip(TaskFields._fields, zip(*fields, strict=True), strict=True))
+        else:
+            task_ids = shapes = numbers = ()
+            by_name = {name: () for name in TaskFields._fields}
+        dumps = orjson.dumps
+        columns: dict[str, Any] = {
+            **by_name,
+            "task_id": task_ids,
+            "request": self._requests.finish(),  # orjson's and msgspec's output: valid UTF-8
+            "metadata": [dumps(meta).decode() if meta else None for meta in by_name["metadata"]],
+            # "<file>:<line>", joined in arrow, not per row
+            "source": pc.binary_join_element_wise(
+                self.source_file, pc.cast(pa.array(numbers, pa.int64()), pa.string()), ":"
+            ),
+            "shape": shape_array(list(shapes)),
+        }
+        return pa.RecordBatch.from_arrays(
+            [
+                values if isinstance(values, pa.Array) else pa.array(values, field.type)
+                for field in EVENTS_SCHEMA
+                for values in (columns[field.name],)
+            ],
+            schema=EVENTS_SCHEMA,
+        )
 
 
 def ingest_partition(lake: Lake, partition: str) -> IntakeStats:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
+import msgspec
 import orjson
 from pydantic import (
     BaseModel,
@@ -99,7 +100,7 @@ class LLMTask(BaseModel):
         return params
 
     def fields(self) -> TaskFields:
-        """What intake keeps of a validated task (the same tuple :func:`fast_task` builds)."""
+        """What intake keeps of a validated task (as :func:`fast_task` returns it)."""
         params = self.request_params()
         return TaskFields(
             self.task_id,
@@ -110,7 +111,6 @@ class LLMTask(BaseModel):
             self.deadline,
             self.requires_realtime,
             prompt_chars(params),
-            params,
             self.metadata,
         )
 
@@ -157,7 +157,7 @@ def prompt_chars(params: dict[str, Any]) -> int:
 
 
 class TaskFields(NamedTuple):
-    """A validated task as intake stores it: its columns plus the Messages API params."""
+    """A validated task as intake stores it: its columns (the request is kept apart)."""
 
     task_id: str | None
     task_type: str
@@ -167,104 +167,107 @@ class TaskFields(NamedTuple):
     deadline: datetime | None
     requires_realtime: bool
     prompt_chars: int
-    params: dict[str, Any]
     metadata: dict[str, str]
 
 
-_TASK_KEYS = frozenset(LLMTask.model_fields)
-_REQUIRED_KEYS = frozenset(n for n, f in LLMTask.model_fields.items() if f.is_required())
-_ROLES = ("user", "assistant")
-_ABSENT = object()
+class FastTask(NamedTuple):
+    """A landing line taken by :func:`fast_task`: its fields, canonical request and prompts."""
+
+    fields: TaskFields
+    request: bytes
+    """The canonical JSON of the request, byte for byte :func:`canonical_json`'s."""
+    system: str | None
+    temperature: float | None
+
+
+# The common shape of a task as msgspec structs: decoding, type checks and length limits run
+# in C, and the request is encoded from the same objects without building a dict. Structs
+# encode their fields in declaration order, so fields are declared in sorted key order: the
+# output is canonical JSON (tests/intake/test_fast_path.py holds it to canonical_json).
+# gc=False: these hold only strings and numbers, never a cycle.
+_Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+
+
+class _Turn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    content: _Prompt
+    role: Literal["user", "assistant"]
+
+
+class _Request(msgspec.Struct, omit_defaults=True, gc=False):
+    max_tokens: int
+    messages: list[_Turn]
+    model: str
+    system: str | None = None
+    temperature: float | None = None
+
+
+class _CommonTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    task_type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_CHARS)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+    messages: Annotated[list[_Turn], msgspec.Meta(min_length=1)]
+    task_id: str | None = None
+    system: _Prompt | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=LOWEST_PRIORITY)] = DEFAULT_PRIORITY
+    deadline: Any = None  # checked by the model's own validator, below
+    requires_realtime: bool = False
+    metadata: dict[str, str] = {}
+
+
+_decode_common = msgspec.json.Decoder(_CommonTask).decode
+_encode = msgspec.json.Encoder().encode
 _ID_FULL = re.compile(CUSTOM_ID_PATTERN.removeprefix("^").removesuffix("$"))
 # The deadline field's own validator, so every date format pydantic takes is taken alike.
 _DEADLINE = TypeAdapter(LLMTask.model_fields["deadline"].annotation)
 
 
-def fast_task(raw: dict[str, Any]) -> TaskFields | None:
-    """The common shape of a task, checked without building pydantic models; else ``None``.
+def fast_task(line: bytes) -> FastTask | None:
+    """A landing line of the common shape, decoded and checked in C; else ``None``.
 
-    Accepts only tasks that :class:`LLMTask` accepts too, with the same resulting fields
-    (plain-string content and system prompt, exact JSON types, no coercion); anything else,
+    Accepts only tasks that :class:`LLMTask` accepts too, with the same resulting fields and
+    canonical request (plain-string prompts, exact JSON types, no coercion); anything else,
     valid or not, returns ``None`` so :class:`LLMTask` decides it and words the reason.
     ``tests/intake/test_fast_path.py`` holds the two to agreement on generated input.
     """
-    get = raw.get
-    task_type, model, max_tokens, messages = (
-        get("task_type"),
-        get("model"),
-        get("max_tokens"),
-        get("messages"),
-    )
+    try:
+        task = _decode_common(line)
+    except (msgspec.DecodeError, UnicodeError):  # invalid UTF-8 is a UnicodeDecodeError
+        return None
+    messages = task.messages
+    task_id = task.task_id
     if (
-        type(task_type) is not str
-        or type(model) is not str
-        or type(max_tokens) is not int
-        or type(messages) is not list
-        or not 0 < len(task_type) <= MAX_TASK_TYPE_CHARS
-        or not 0 < len(model) <= MAX_MODEL_CHARS
-        or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS
-        or not messages
-        or not raw.keys() <= _TASK_KEYS
+        messages[0].role != "user"
+        # re's "$" also matches before a final newline; the model's pattern does not
+        or (task_id is not None and not _ID_FULL.fullmatch(task_id))
     ):
         return None
-    chars = 0
-    for turn in messages:
-        # Exactly role and content (the model forbids extra keys), content a plain string.
-        if type(turn) is not dict or len(turn) != 2 or turn.get("role") not in _ROLES:
-            return None
-        content = turn.get("content")
-        if type(content) is not str or not 0 < len(content) <= MAX_PROMPT_CHARS:
-            return None
-        chars += len(content)
-    if messages[0]["role"] != "user":
-        return None
-    task_id = get("task_id")
-    if task_id is not None and (type(task_id) is not str or not _ID_FULL.fullmatch(task_id)):
-        return None
-    params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    system = get("system")
-    if system is not None:
-        if type(system) is not str or not 0 < len(system) <= MAX_PROMPT_CHARS:
-            return None
-        params["system"] = system
-        chars += len(system)
-    temperature = get("temperature")
-    if temperature is not None:
-        if type(temperature) not in (float, int) or not 0 <= temperature <= 1:
-            return None
-        params["temperature"] = float(temperature)
-    priority = get("priority", DEFAULT_PRIORITY)
-    if type(priority) is not int or not 0 <= priority <= LOWEST_PRIORITY:
-        return None
-    realtime = get("requires_realtime", False)
-    if type(realtime) is not bool:
-        return None
-    metadata = get("metadata", _ABSENT)
-    if metadata is _ABSENT:
-        metadata = {}
-    elif type(metadata) is not dict or not all(
-        type(k) is str and type(v) is str for k, v in metadata.items()
-    ):
-        return None
-    deadline = get("deadline")
+    deadline = task.deadline
     if deadline is not None:
         try:
             deadline = _DEADLINE.validate_python(deadline)
         except ValidationError:
             return None
-    # tuple.__new__ skips the named tuple's Python-level __new__: this runs once per task.
-    return tuple.__new__(
+    system = task.system
+    chars = len(system) if system is not None else 0
+    for turn in messages:
+        chars += len(turn.content)
+    try:
+        request = _encode(_Request(task.max_tokens, messages, task.model, system, task.temperature))
+    except UnicodeError:  # a lone surrogate escaped in the line: the model decides
+        return None
+    fields = tuple.__new__(  # skips the named tuple's Python-level __new__: once per task
         TaskFields,
         (
             task_id,
-            task_type,
-            model,
-            max_tokens,
-            priority,
+            task.task_type,
+            task.model,
+            task.max_tokens,
+            task.priority,
             deadline,
-            realtime,
+            task.requires_realtime,
             chars,
-            params,
-            metadata,
+            task.metadata,
         ),
     )
+    return FastTask(fields, request, system, task.temperature)

@@ -18,6 +18,7 @@ marked is left exactly as it is.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, NamedTuple
 
@@ -102,23 +103,25 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     ``model``, so the offsets of the model and the system prompt follow from the lengths of
     those values alone (``tests/routing/test_request_shape.py`` checks them). A request with
     other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it. The usual
-    request, with string prompts only, takes a shortcut that gives the same shape.
+    request, with string prompts only, takes :func:`plain_shape`, which gives the same shape.
     """
     request = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
-    request_hash = hashlib.sha256(request).digest()[:16]  # the same on either path
     system = params.get("system")
-    if (type(system) is str or "system" not in params) and params.keys() <= _TASK_PARAMS:
-        plain = _plain_shape(params, request, request_hash, system)
-        if plain is not None:
-            return request, plain
-    return request, _any_shape(params, request, request_hash)
+    if (
+        (type(system) is str or "system" not in params)
+        and params.keys() <= _TASK_PARAMS
+        and params["messages"]
+        and all(type(message.get("content")) is str for message in params["messages"])
+    ):
+        return request, plain_shape(request, params["model"], system, params.get("temperature"))
+    return request, _any_shape(params, request, hashlib.sha256(request).digest()[:16])
 
 
-def _before_temperature(params: dict[str, Any], request: bytes) -> int:
+def _before_temperature(request: bytes, temperature: float | None) -> int:
     """Where the value before ``temperature`` ends (sorted keys: temperature comes last)."""
     end = len(request) - 1  # the closing brace
-    if "temperature" in params:
-        end -= len(b',"temperature":') + len(orjson.dumps(params["temperature"]))
+    if temperature is not None:
+        end -= len(b',"temperature":') + len(orjson.dumps(temperature))
     return end
 
 
@@ -132,7 +135,7 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     text_json = dumps(text)
     model_at, system_at, system_end = -1, None, None
     if params.keys() <= _TASK_PARAMS:
-        end = _before_temperature(params, request)
+        end = _before_temperature(request, params.get("temperature"))
         if "system" in params:
             system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
             system_end, system_at = end, end - len(system_json)
@@ -157,50 +160,64 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     )
 
 
-def _plain_shape(
-    params: dict[str, Any], request: bytes, request_hash: bytes, system: str | None
-) -> RequestShape | None:
-    """The shape of the usual request (string prompts, no blocks), without serialising twice.
+def plain_shape(
+    request: bytes, model: str, system: str | None, temperature: float | None
+) -> RequestShape:
+    """The shape of the usual request (string prompts only), from its canonical JSON.
 
     The system prompt's JSON is already in the request: it is the value that ends where the
     temperature (or the closing brace) begins, after the last ``,"system":`` (a JSON string
-    cannot hold that sequence: every quote inside one is escaped). ``None``: not this case.
+    cannot hold that sequence: every quote inside one is escaped). Intake calls this once
+    per task, hence the positional fields and the cached model lengths.
     """
-    messages = params["messages"]
-    if not messages:
-        return None
-    for message in messages:
-        if type(message.get("content")) is not str:
-            return None
-    end = _before_temperature(params, request)
-    system_at = system_end = system_hash = None
-    if system is not None:
-        key_at = request.rfind(b',"system":', 0, end)
-        system_at, system_end = key_at + len(b',"system":'), end
-        system_hash = _prompt_hash(b"system\x00", memoryview(request)[system_at:end])
-        end = key_at
-    model_at = end - len(orjson.dumps(params["model"]))
-    return RequestShape(
-        request_hash=request_hash,
-        request_bytes=len(request),
-        model_at=model_at,
-        system_at=system_at,
-        system_end=system_end,
-        system_hash=system_hash if system else None,
-        system_chars=len(system) if system else 0,
-        document_hash=None,
-        document_chars=len(system) if system else 0,
-        producer_marked=False,
+    end = _before_temperature(request, temperature)
+    request_hash = hashlib.sha256(request).digest()[:16]
+    if not system:
+        model_at = end - len(_json(model))
+        return RequestShape._make(
+            (request_hash, len(request), model_at, None, None, None, 0, None, 0, False)
+        )
+    key_at = request.rfind(b',"system":', 0, end)
+    system_at = key_at + len(b',"system":')
+    system_hash = _prompt_hash(b"system\x00", memoryview(request)[system_at:end])
+    model_at = key_at - len(_json(model))
+    chars = len(system)
+    return RequestShape._make(
+        (
+            request_hash,
+            len(request),
+            model_at,
+            system_at,
+            end,
+            system_hash,
+            chars,
+            None,
+            chars,
+            False,
+        )
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _json(value: str) -> bytes:
+    """A short string's JSON (a model name: there are a handful)."""
+    return orjson.dumps(value)
 
 
 def shape_array(shapes: list[RequestShape]) -> pa.StructArray:
     """Request shapes as an ``events.shape`` column (one transpose, then a column each)."""
     columns = list(zip(*shapes, strict=True)) if shapes else [()] * len(RequestShape._fields)
+    # pa.array takes about a microsecond per fixed-size binary value; one buffer takes none
+    hashes = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(shapes), [None, pa.py_buffer(b"".join(columns[0]))]
+    )
     return pa.StructArray.from_arrays(
         [
-            pa.array(values, type=field.type)
-            for values, field in zip(columns, REQUEST_SHAPE, strict=True)
+            hashes,
+            *(
+                pa.array(values, type=field.type)
+                for values, field in zip(columns[1:], list(REQUEST_SHAPE)[1:], strict=True)
+            ),
         ],
         fields=list(REQUEST_SHAPE),
     )

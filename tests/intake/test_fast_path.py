@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -81,41 +83,111 @@ def tasks(draw: st.DrawFn) -> dict[str, Any]:
     return task
 
 
+def as_lines(raw: dict[str, Any]) -> list[bytes]:
+    """The task as producers write it: compact UTF-8, and escaped ASCII with spaces."""
+    return [
+        json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(),
+        json.dumps(raw, ensure_ascii=True, indent=1).encode(),
+    ]
+
+
+def assert_agrees(line: bytes) -> None:
+    """``fast_task`` takes ``line`` only if the model does, with the same fields and request."""
+    fast = fast_task(line)
+    try:
+        task = LLMTask.model_validate(orjson.loads(line))
+    except (orjson.JSONDecodeError, ValidationError):
+        assert fast is None, f"fast path accepted what LLMTask rejects: {line!r}"
+        return
+    if fast is None:
+        return  # the model decides this one: allowed, just slower
+    params = task.request_params()
+    assert fast.fields == task.fields()
+    assert fast.request == canonical_json(params)
+    assert (fast.system, fast.temperature) == (params.get("system"), params.get("temperature"))
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tasks())
 def test_fast_path_accepts_only_what_the_model_accepts_and_keeps_the_same_fields(
     raw: dict[str, Any],
 ) -> None:
-    fast = fast_task(raw)
-    try:
-        task = LLMTask.model_validate(raw)
-    except ValidationError:
-        assert fast is None, f"fast path accepted what LLMTask rejects: {raw!r}"
-        return
-    if fast is None:
-        return  # the model decides this one: allowed, just slower
-    slow = task.fields()
-    assert fast._replace(params=None) == slow._replace(params=None)
-    assert canonical_json(fast.params) == canonical_json(slow.params)
+    for line in as_lines(raw):
+        assert_agrees(line)
+
+
+COMMON = {
+    "task_id": "sku-1",
+    "task_type": "catalog_description",
+    "model": "claude-haiku-4-5",
+    "system": "You write product descriptions.",
+    "messages": [{"role": "user", "content": "Product: kettle"}],
+    "max_tokens": 300,
+    "metadata": {"producer": "catalog"},
+    "deadline": "2026-11-24T00:00:00+00:00",
+    "priority": 3,
+    "temperature": 1,
+}
 
 
 def test_fast_path_takes_the_common_shape() -> None:
     """Without this the property above would pass with a fast path that never fires."""
-    common = {
-        "task_id": "sku-1",
-        "task_type": "catalog_description",
-        "model": "claude-haiku-4-5",
-        "system": "You write product descriptions.",
-        "messages": [{"role": "user", "content": "Product: kettle"}],
-        "max_tokens": 300,
-        "metadata": {"producer": "catalog"},
-        "deadline": "2026-11-24T00:00:00+00:00",
-        "priority": 3,
-        "temperature": 1,
-    }
-    fields = fast_task(common)
-    assert fields is not None
-    assert fields.params["temperature"] == 1.0 and isinstance(fields.params["temperature"], float)
-    assert fields.prompt_chars == len("You write product descriptions.") + len("Product: kettle")
-    row, reason = parse_line(orjson.dumps(common))
+    fast = fast_task(orjson.dumps(COMMON))
+    assert fast is not None
+    assert fast.temperature == 1.0 and isinstance(fast.temperature, float)
+    assert fast.fields.prompt_chars == len("You write product descriptions.") + len(
+        "Product: kettle"
+    )
+    assert fast.request == canonical_json(LLMTask.model_validate(COMMON).request_params())
+    row, reason = parse_line(orjson.dumps(COMMON))
     assert reason is None and row is not None and row["task_id"] == "sku-1"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # escapes the canonical form writes otherwise, surrogate pairs, lone surrogates
+        rb'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"\u0041\/\ud83d\ude00"}]}',
+        rb'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"\ud800"}]}',
+        rb'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"\udc00x"}]}',
+        # bytes that are not UTF-8, a raw control character, a byte order mark
+        b'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"\xff"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"a\x01"}]}',
+        b'\xef\xbb\xbf{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"a"}]}',
+        # a repeated key (the last one counts, for both), types JSON leaves open
+        b'{"task_type":"t","model":"m","max_tokens":1,"max_tokens":2,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1.0,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"temperature":true,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"temperature":0,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"temperature":1e-7,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"priority":null,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"metadata":null,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"system":null,"task_id":null,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"requires_realtime":1,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"deadline":1800000000,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"deadline":"tomorrow","messages":[{"role":"user","content":"a"}]}',
+        # re's "$" matches before a final newline; the model's pattern does not
+        rb'{"task_id":"abc\n","task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"assistant","content":"a"}]}',
+        b'{"task_type":"t","model":"m","max_tokens":1,"messages":[{"role":"user","content":"a","name":"x"}]}',
+    ],
+)
+def test_fast_path_agrees_on_awkward_bytes(line: bytes) -> None:
+    assert_agrees(line)
+
+
+def test_fast_path_request_is_canonical_for_every_character() -> None:
+    """The request is encoded by msgspec, not orjson: the two agree on every code point."""
+    taken = 0
+    for start in range(0, 0x110000, 0x2000):
+        text = "".join(
+            chr(code) for code in range(start, start + 0x2000) if not 0xD800 <= code <= 0xDFFF
+        )
+        task = {**COMMON, "system": text, "messages": [{"role": "user", "content": text}]}
+        for line in as_lines(task):
+            fast = fast_task(line)
+            assert fast is not None
+            assert fast.request == canonical_json(LLMTask.model_validate(task).request_params())
+            assert fast.fields.prompt_chars == 2 * len(text)
+            taken += 1
+    assert taken == 2 * 0x110000 // 0x2000  # every block, in both forms
