@@ -1,14 +1,14 @@
 """Streaming helpers: lines from byte blocks (one split per block, not a call per line),
-read-ahead on a second thread for iterators whose work releases the GIL, and a pause of the
-cyclic garbage collector for loops that allocate millions of short-lived objects."""
+read-ahead and write-behind on a second thread for work that releases the GIL, and a pause
+of the cyclic garbage collector for loops that allocate millions of short-lived objects."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 
@@ -75,6 +75,36 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         close = getattr(items, "close", None)
         if close is not None:
             close()  # the caller stopped early: release the source's files now
+
+
+class WriteBehind:
+    """Calls run in order on one worker thread, at most ``depth`` of them queued at once.
+
+    For writes whose work releases the GIL (compression, encoding, system calls): the caller
+    builds the next chunk in Python meanwhile. Queuing blocks while ``depth`` calls wait, which
+    bounds the memory they hold; a failure in the thread is raised by the next call.
+    """
+
+    def __init__(self, name: str, depth: int = 2) -> None:
+        self._depth = depth
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, call: Callable[..., None], *args: Any) -> None:
+        """Queue ``call(*args)``; blocks only while enough calls are already waiting."""
+        while len(self._pending) >= self._depth:
+            self._pending.popleft().result()
+        self._pending.append(self._thread.submit(call, *args))
+
+    def drain(self) -> None:
+        """Wait until every queued call is done and stop the thread; re-raise the first failure."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._thread.shutdown(wait=True)
 
 
 @contextlib.contextmanager

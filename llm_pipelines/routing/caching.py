@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from array import array
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from llm_pipelines.storage.datasets import REQUEST_SHAPE
+from llm_pipelines.storage.datasets import REQUEST_SHAPE, string_buffer
 from llm_pipelines.tasks import canonical_json
 
 CHARS_PER_TOKEN = 4
@@ -236,8 +237,14 @@ def model_hashes(models: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return narrow, wide
 
 
-def _cache_control(ttl: str) -> bytes:
-    return orjson.dumps({"cache_control": {"ttl": ttl, "type": "ephemeral"}})[1:-1]
+@functools.lru_cache(maxsize=16)
+def _marked_system_head(ttl: str) -> bytes:
+    """What goes before a marked string system prompt: it becomes one block with the mark."""
+    control = orjson.dumps({"cache_control": {"ttl": ttl, "type": "ephemeral"}})[1:-1]
+    return b"[{" + control + b',"text":'
+
+
+_MARKED_SYSTEM_TAIL = b',"type":"text"}]'
 
 
 class Offsets(NamedTuple):
@@ -248,49 +255,113 @@ class Offsets(NamedTuple):
     system_end: int | None
 
 
-def rewrite(
-    request: bytes,
-    offsets: Offsets | None,
-    *,
-    requested_model: str,
-    model: str,
-    system: bool,
-    document: bool,
-    ttl: str,
-) -> bytes:
+class Change(NamedTuple):
+    """What routing changes in a request: its model, and which breakpoints it places."""
+
+    requested_model: str
+    model: str
+    system: bool
+    """A breakpoint after the system prompt."""
+    document: bool
+    """A breakpoint after the shared document."""
+    ttl: str
+    """The breakpoints' cache lifetime (only read where one is placed)."""
+
+
+Bytes = bytes | memoryview
+
+
+def splice(request: Bytes, offsets: Offsets | None, change: Change) -> tuple[Bytes, ...] | None:
+    """The pieces of the rewritten request (see :func:`rewrite`) when it is a splice.
+
+    Pieces are slices of ``request`` and a few new bytes, for the caller to join; ``None``
+    when the request must be parsed instead (a shared document, block prompts, no offsets).
+    """
+    if offsets is None or change.document or offsets.model_at <= 0:
+        return None
+    requested = _json(change.requested_model)
+    model_at = offsets.model_at
+    model_end = model_at + len(requested)
+    if request[model_at:model_end] != requested:  # offsets from another request
+        return None
+    head, model = request[:model_at], _json(change.model)
+    if not change.system:
+        return head, model, request[model_end:]
+    at, end = offsets.system_at, offsets.system_end
+    if at is None or end is None or request[at : at + 1] != b'"':
+        return None
+    return (
+        *(head, model, request[model_end:at]),
+        *(_marked_system_head(change.ttl), request[at:end], _MARKED_SYSTEM_TAIL, request[end:]),
+    )
+
+
+def rewrite(request: bytes, offsets: Offsets | None, change: Change) -> bytes:
     """The request as it is sent: on ``model``, with the chosen breakpoints (canonical JSON).
 
     The common case, a plain-string system prompt, is spliced from the offsets intake
-    recorded; everything else is parsed, marked (:func:`mark`) and serialised again.
+    recorded (:func:`splice`); everything else is parsed, marked (:func:`mark`) and
+    serialised again.
     """
-    requested = orjson.dumps(requested_model)
-    model_end = offsets.model_at + len(requested) if offsets is not None else -1
-    if (
-        offsets is not None
-        and not document
-        and offsets.model_at > 0
-        and request[offsets.model_at : model_end] == requested  # offsets from this request
-    ):
-        head = request[: offsets.model_at] + orjson.dumps(model)
-        if not system:
-            return head + request[model_end:]
-        at, end = offsets.system_at, offsets.system_end
-        if at is not None and end is not None and request[at : at + 1] == b'"':
-            return b"".join(
-                (
-                    head,
-                    request[model_end:at],
-                    b"[{" + _cache_control(ttl) + b',"text":',
-                    request[at:end],
-                    b',"type":"text"}]',
-                    request[end:],
-                )
-            )
+    pieces = splice(request, offsets, change)
+    if pieces is not None:
+        return b"".join(pieces)
     params = orjson.loads(request)
-    params["model"] = model
-    if system or document:
-        mark(params, system=system, document=document, ttl=ttl)
+    params["model"] = change.model
+    if change.system or change.document:
+        mark(params, system=change.system, document=change.document, ttl=change.ttl)
     return canonical_json(params)
+
+
+def rewrite_column(
+    requests: pa.Array,
+    shapes: pa.StructArray,
+    *,
+    requested_models: pa.Array,
+    models: pa.Array,
+    system: pa.Array,
+    document: pa.Array,
+    ttls: list[str],
+) -> pa.StringArray:
+    """:func:`rewrite` for a column of requests, row by row, with their ``events.shape``.
+
+    Requests that do not change are kept as they are, the others are mostly spliced
+    (:func:`splice`); the new column is joined at once from slices of the old one and a few
+    new bytes, so each request is copied once, not into a Python object and again into the
+    column.
+    """
+    rows = len(requests)
+    data, starts = string_buffer(requests)
+    pieces: list[Bytes] = []
+    ends = array("i", bytes(4 * (rows + 1)))
+    size = 0
+    model_at, system_at, system_end = (
+        shapes.field(name).to_pylist() for name in ("model_at", "system_at", "system_end")
+    )
+    for i, (requested, target, mark_system, mark_document, ttl) in enumerate(
+        zip(
+            requested_models.to_pylist(),
+            models.to_pylist(),
+            system.to_pylist(),
+            document.to_pylist(),
+            ttls,
+            strict=True,
+        )
+    ):
+        request = data[starts[i] : starts[i + 1]]
+        if mark_system or mark_document or target != requested:
+            change = Change(requested, target, mark_system, mark_document, ttl)
+            offsets = Offsets(model_at[i], system_at[i], system_end[i])
+            spliced = splice(request, offsets, change)
+            if spliced is None:  # block prompts, shared documents: parsed, serialised again
+                spliced = (rewrite(bytes(request), offsets, change),)
+            pieces.extend(spliced)
+            size += sum(map(len, spliced))
+        else:
+            pieces.append(request)
+            size += len(request)
+        ends[i + 1] = size
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(ends), pa.py_buffer(b"".join(pieces)))
 
 
 def mark(params: dict[str, Any], *, system: bool, document: bool, ttl: str) -> None:

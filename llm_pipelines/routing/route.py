@@ -52,7 +52,6 @@ from llm_pipelines.storage.datasets import (
     TASKS,
     TASKS_FILE,
     TASKS_SCHEMA,
-    utf8_array,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
@@ -458,48 +457,35 @@ def _routed_chunks(
 def _rewrite(
     chunk: pa.RecordBatch, model: pa.Array, route: pa.Array, decisions: _Decisions, start: int
 ) -> tuple[pa.Array, pa.Array]:
-    """Requests as they will be sent (model, breakpoints) and their ``prefix_key``.
-
-    Only requests that change are rewritten (:func:`caching.rewrite`, mostly a splice).
-    """
+    """Requests as they will be sent (model, breakpoints) and their ``prefix_key``."""
     rows = chunk.num_rows
-    requests = chunk["request"].cast(pa.binary()).to_pylist()
-    prefixes: list[str | None] = [None] * rows
-    shapes = chunk["shape"]
-    model_at, system_at, system_end = (
-        shapes.field(name).to_pylist() for name in ("model_at", "system_at", "system_end")
+    mark_system = decisions.mark_system.slice(start, rows)
+    mark_document = decisions.mark_document.slice(start, rows)
+    requests = caching.rewrite_column(
+        chunk["request"],
+        chunk["shape"],
+        requested_models=chunk["model"],
+        models=model,
+        system=mark_system,
+        document=mark_document,
+        ttls=[decisions.ttl.get(path, "") for path in route.to_pylist()],
     )
-    changed = False
-    for i, (requested, target, path, system, document, system_key, document_key) in enumerate(
-        zip(
-            chunk["model"].to_pylist(),
-            model.to_pylist(),
-            route.to_pylist(),
-            decisions.mark_system.slice(start, rows).to_pylist(),
-            decisions.mark_document.slice(start, rows).to_pylist(),
+    prefixes: list[str | None] = [None] * rows
+    marked = pc.or_(mark_system, mark_document)
+    if pc.any(marked).as_py():
+        for i, system, document, system_key, document_key in zip(
+            range(rows),
+            mark_system.to_pylist(),
+            mark_document.to_pylist(),
             decisions.system_key.slice(start, rows).to_pylist(),
             decisions.document_key.slice(start, rows).to_pylist(),
             strict=True,
-        )
-    ):
-        if not (system or document) and target == requested:
-            continue
-        changed = True
-        requests[i] = caching.rewrite(
-            requests[i],
-            caching.Offsets(model_at[i], system_at[i], system_end[i]),
-            requested_model=requested,
-            model=target,
-            system=system,
-            document=document,
-            ttl=decisions.ttl.get(path, ""),  # only read where a breakpoint is placed
-        )
-        if system or document:
-            prefixes[i] = caching.prefix_key_text(
-                system_key if system else None, document_key if document else None
-            )
-    request_column = utf8_array(requests) if changed else chunk["request"]
-    return request_column, pa.array(prefixes, pa.string())
+        ):
+            if system or document:
+                prefixes[i] = caching.prefix_key_text(
+                    system_key if system else None, document_key if document else None
+                )
+    return requests, pa.array(prefixes, pa.string())
 
 
 def _stats(partition: str, decisions: _Decisions) -> RoutingStats:

@@ -11,9 +11,7 @@ import fcntl
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -23,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from llm_pipelines.streams import prefetched
+from llm_pipelines.streams import WriteBehind, prefetched
 
 READ_BATCH_ROWS = 4_096
 """Rows per record batch when streaming a dataset: bounded memory (a few thousand requests of
@@ -50,8 +48,7 @@ class BackgroundParquetWriter:
 
     def __init__(self, writer: pq.ParquetWriter) -> None:
         self._writer = writer
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
-        self._pending: deque[Future[None]] = deque()
+        self._behind = WriteBehind("parquet-writer", WRITES_IN_FLIGHT)
 
     @property
     def schema(self) -> pa.Schema:
@@ -60,21 +57,13 @@ class BackgroundParquetWriter:
 
     def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
         """Queue a chunk; blocks only while enough chunks are already waiting."""
-        while len(self._pending) >= WRITES_IN_FLIGHT:
-            self._pending.popleft().result()
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
-        self._pending.append(self._thread.submit(self._writer.write_table, table))
+        self._behind.submit(self._writer.write_table, table)
 
     def drain(self) -> None:
         """Wait until every queued chunk is written; re-raise the first failure."""
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            for future in self._pending:
-                future.cancel()
-            self._thread.shutdown(wait=True)
+        self._behind.drain()
 
     def close(self) -> None:
         """Write what is queued, then the footer."""

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from llm_pipelines.storage.lake import exclusive_lock
+from llm_pipelines.streams import WriteBehind
 
 OWNER_FILE = ".owner"
 """Locked by the process that spills into the directory, for as long as it lives."""
@@ -79,6 +80,7 @@ class BucketSpill:
         fcntl.flock(self._owner, fcntl.LOCK_EX)
         claim.rename(self.directory / OWNER_FILE)
         self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
+        self._behind = WriteBehind("spill-writer")
         self._closed = False
         self.rows = 0
 
@@ -92,9 +94,18 @@ class BucketSpill:
         return self.directory / f"{bucket}.arrows"
 
     def add(self, batch: pa.RecordBatch, buckets: np.ndarray) -> None:
-        """Append each row of ``batch`` to the file of its bucket (``buckets[i]`` for row i)."""
+        """Append each row of ``batch`` to the file of its bucket (``buckets[i]`` for row i).
+
+        The rows are grouped and written on a second thread (arrow and the system calls
+        release the GIL), in the order they were added; a failure there is raised by a later
+        call, :meth:`buckets` or leaving the ``with`` block.
+        """
         if batch.num_rows == 0:
             return
+        self.rows += batch.num_rows
+        self._behind.submit(self._write, batch, buckets)
+
+    def _write(self, batch: pa.RecordBatch, buckets: np.ndarray) -> None:
         order = np.argsort(buckets, kind="stable")
         ordered = buckets[order]
         batch = batch.take(pa.array(order))
@@ -110,7 +121,6 @@ class BucketSpill:
                 )
                 self._writers[bucket] = (pa.ipc.new_stream(sink, self.schema), sink)
             self._writers[bucket][0].write_batch(batch.slice(start, end - start))
-        self.rows += batch.num_rows
 
     def buckets(self) -> Iterator[tuple[int, pa.Table]]:
         """Every non-empty bucket in ascending order, read back whole (once spilling is done)."""
@@ -131,6 +141,9 @@ class BucketSpill:
     def _close_writers(self) -> None:
         if not self._closed:
             self._closed = True
-            for writer, sink in self._writers.values():
-                writer.close()
-                sink.close()
+            try:
+                self._behind.drain()
+            finally:
+                for writer, sink in self._writers.values():
+                    writer.close()
+                    sink.close()

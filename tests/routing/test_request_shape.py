@@ -115,13 +115,61 @@ def test_rewrite_matches_parsing_marking_and_serialising(
     rewritten = caching.rewrite(
         request,
         caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
-        requested_model=params["model"],
-        model=target,
-        system=system,
-        document=document,
-        ttl=ttl,
+        caching.Change(params["model"], target, system, document, ttl),
     )
     assert rewritten == canonical_json(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            requests(),
+            st.sampled_from(MODELS),
+            st.booleans(),
+            st.booleans(),
+            st.sampled_from(["5m", "1h", ""]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 3),
+)
+def test_a_column_is_rewritten_as_each_of_its_requests_would_be(
+    rows: list[tuple[dict[str, Any], str, bool, bool, str]], skip: int
+) -> None:
+    """Spliced, parsed and unchanged rows alike, from a slice of a column (its offsets)."""
+    shaped = [caching.canonical_request(params) for params, *_ in rows]
+    system = [mark and params.get("system") is not None for (params, _, mark, *_) in rows]
+    document = [
+        mark and isinstance(content := params["messages"][0]["content"], list) and len(content) > 1
+        for (params, _, _, mark, _) in rows
+    ]
+    expected = [
+        caching.rewrite(
+            request,
+            caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
+            caching.Change(params["model"], target, system[i], document[i], ttl),
+        )
+        for i, ((params, target, _, _, ttl), (request, shape)) in enumerate(
+            zip(rows, shaped, strict=True)
+        )
+    ]
+    padding = [canonical_json({"model": MODELS[0]})] * skip  # rows before the slice
+    column = pa.array([r.decode() for r in padding] + [r.decode() for r, _ in shaped]).slice(skip)
+    shapes = caching.shape_array(
+        [caching.canonical_request(rows[0][0])[1]] * skip + [s for _, s in shaped]
+    )
+    rewritten = caching.rewrite_column(
+        column,
+        shapes.slice(skip),
+        requested_models=pa.array([params["model"] for params, *_ in rows]),
+        models=pa.array([target for _, target, *_ in rows]),
+        system=pa.array(system),
+        document=pa.array(document),
+        ttls=[ttl for *_, ttl in rows],
+    )
+    assert [value.encode() for value in rewritten.to_pylist()] == expected
 
 
 def test_shapes_group_equal_prompts_and_tell_different_ones_apart() -> None:
@@ -161,11 +209,7 @@ def test_a_request_with_other_keys_has_no_offsets_and_is_rewritten_by_parsing() 
     rewritten = caching.rewrite(
         request,
         caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
-        requested_model=MODELS[0],
-        model=MODELS[-1],
-        system=True,
-        document=False,
-        ttl="1h",
+        caching.Change(MODELS[0], MODELS[-1], True, False, "1h"),
     )
     expected = {**params, "model": MODELS[-1]}
     caching.mark(expected, system=True, document=False, ttl="1h")

@@ -107,6 +107,8 @@ def test_a_spill_left_by_a_killed_process_goes_when_the_next_spill_starts() -> N
             "from llm_pipelines.storage.spill import BucketSpill\n"
             f"spill = BucketSpill(pa.schema([('row', pa.int64())]), prefix={prefix!r})\n"
             "spill.add(pa.record_batch([pa.array([1, 2])], names=['row']), np.array([0, 1]))\n"
+            "while len(list(spill.directory.iterdir())) < 3:  # written on a second thread\n"
+            "    pass\n"
             "print(spill.directory)"
         )
     )
