@@ -115,3 +115,19 @@ def test_pieces_of_a_landing_file_add_up_to_the_whole_file(tmp_path, day: str, m
         name, number = source.rsplit(":", 1)
         row, _ = parse_line(landing[name][int(number) - 1])
         assert row is not None and row["task_id"] == task_id, source
+
+
+def test_blank_lines_are_skipped_and_windows_line_ends_are_taken(lake: Lake, day: str) -> None:
+    """Lines are decoded straight from the landing bytes: what JSON calls whitespace is fine."""
+    good = orjson.dumps({**GOOD, "task_id": "crlf"})
+    lines = [good + b"\r", b"", b"  \t ", b"  " + orjson.dumps(GOOD) + b" ", b"\r", b"{oops}\r"]
+    lake.write_bytes(lake.path(LANDING, day, "raw.jsonl"), b"\n".join(lines) + b"\n")
+    stats = ingest_partition(lake, day)
+    assert (stats.lines, stats.valid, stats.invalid) == (3, 2, 1)
+    events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+    assert events["source"].to_pylist() == ["raw.jsonl:1", "raw.jsonl:4"]
+    row, _ = parse_line(good)
+    assert row is not None and events["request"][0].as_py() == row["request"]
+    dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+    assert dead["source"].to_pylist() == ["raw.jsonl:6"]
+    assert dead["payload"].to_pylist() == ["{oops}"]
