@@ -45,10 +45,12 @@ class IntakeStats:
 
     landing_files: int = 0
     lines: int = 0
+    """Landing lines that are not blank (whitespace only)."""
     valid: int = 0
     duplicates: int = 0
     invalid: int = 0
     landing_bytes: int = 0
+    """Bytes of those lines, as landed, each with its newline."""
 
 
 def explain(error: ValidationError) -> str:
@@ -70,7 +72,7 @@ class ValidTask(NamedTuple):
 
 
 def validate_line(
-    line: bytes, known_models: frozenset[str] | None = None
+    line: bytes | memoryview, known_models: frozenset[str] | None = None
 ) -> tuple[ValidTask | None, str | None]:
     """Decode and validate one landing line; return the task or the reason it was rejected.
 
@@ -94,7 +96,9 @@ def _fast_valid(line: bytes | memoryview, models: frozenset[str]) -> ValidTask |
     )
 
 
-def _model_valid(line: bytes, models: frozenset[str]) -> tuple[ValidTask | None, str | None]:
+def _model_valid(
+    line: bytes | memoryview, models: frozenset[str]
+) -> tuple[ValidTask | None, str | None]:
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError as error:
@@ -283,14 +287,11 @@ class EventChunk:
             ),
             "shape": shape_array(list(shapes)),
         }
-        return pa.RecordBatch.from_arrays(
-            [
-                values if isinstance(values, pa.Array) else pa.array(values, field.type)
-                for field in EVENTS_SCHEMA
-                for values in (columns[field.name],)
-            ],
-            schema=EVENTS_SCHEMA,
-        )
+        arrays = []
+        for field in EVENTS_SCHEMA:
+            values = columns[field.name]
+            arrays.append(values if isinstance(values, pa.Array) else pa.array(values, field.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
 
 
 def ingest_partition(lake: Lake, partition: str) -> IntakeStats:

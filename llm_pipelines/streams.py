@@ -82,7 +82,8 @@ class WriteBehind:
 
     For writes whose work releases the GIL (compression, encoding, system calls): the caller
     builds the next chunk in Python meanwhile. Queuing blocks while ``depth`` calls wait, which
-    bounds the memory they hold; a failure in the thread is raised by the next call.
+    bounds the memory they hold. A call that failed is raised by the next :meth:`submit` once
+    it has finished (or by :meth:`drain`); calls queued behind it still run.
     """
 
     def __init__(self, name: str, depth: int = 2) -> None:
@@ -92,7 +93,7 @@ class WriteBehind:
 
     def submit(self, call: Callable[..., None], *args: Any) -> None:
         """Queue ``call(*args)``; blocks only while enough calls are already waiting."""
-        while len(self._pending) >= self._depth:
+        while self._pending and (len(self._pending) >= self._depth or self._pending[0].done()):
             self._pending.popleft().result()
         self._pending.append(self._thread.submit(call, *args))
 

@@ -184,7 +184,7 @@ class FastTask(NamedTuple):
 # in C, and the request is encoded from the same objects without building a dict. Structs
 # encode their fields in declaration order, so fields are declared in sorted key order: the
 # output is canonical JSON (tests/intake/test_fast_path.py holds it to canonical_json).
-# gc=False: these hold only strings and numbers, never a cycle.
+# gc=False: decoded JSON never holds a cycle, so the collector need not track these.
 _Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
 
 
@@ -210,7 +210,9 @@ class _CommonTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     system: _Prompt | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     priority: Annotated[int, msgspec.Meta(ge=0, le=LOWEST_PRIORITY)] = DEFAULT_PRIORITY
-    deadline: Any = None  # checked by the model's own validator, below
+    # JSON types a datetime can be given as (anything deeper is the model's to reject),
+    # checked by the model's own validator below
+    deadline: str | int | float | None = None
     requires_realtime: bool = False
     metadata: dict[str, str] = {}
 
@@ -222,7 +224,7 @@ _ID_FULL = re.compile(CUSTOM_ID_PATTERN.removeprefix("^").removesuffix("$"))
 _DEADLINE = TypeAdapter(LLMTask.model_fields["deadline"].annotation)
 
 
-def fast_task(line: bytes) -> FastTask | None:
+def fast_task(line: bytes | memoryview) -> FastTask | None:
     """A landing line of the common shape, decoded and checked in C; else ``None``.
 
     Accepts only tasks that :class:`LLMTask` accepts too, with the same resulting fields and
@@ -232,7 +234,8 @@ def fast_task(line: bytes) -> FastTask | None:
     """
     try:
         task = _decode_common(line)
-    except (msgspec.DecodeError, UnicodeError):  # invalid UTF-8 is a UnicodeDecodeError
+    # invalid UTF-8 is a UnicodeDecodeError; RecursionError: defensive, as no field nests
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     messages = task.messages
     task_id = task.task_id
@@ -254,7 +257,7 @@ def fast_task(line: bytes) -> FastTask | None:
         chars += len(turn.content)
     try:
         request = _encode(_Request(task.max_tokens, messages, task.model, system, task.temperature))
-    except UnicodeError:  # a lone surrogate escaped in the line: the model decides
+    except UnicodeError:  # defensive: msgspec already rejects a lone escaped surrogate
         return None
     fields = tuple.__new__(  # skips the named tuple's Python-level __new__: once per task
         TaskFields,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from array import array
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import orjson
@@ -110,6 +110,7 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     system = params.get("system")
     if (
         (type(system) is str or "system" not in params)
+        and params.get("temperature", 0.0) is not None  # plain_shape takes None for absent
         and params.keys() <= _TASK_PARAMS
         and params["messages"]
         and all(type(message.get("content")) is str for message in params["messages"])
@@ -118,11 +119,11 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     return request, _any_shape(params, request, hashlib.sha256(request).digest()[:16])
 
 
-def _before_temperature(request: bytes, temperature: float | None) -> int:
+def _before_temperature(request: bytes, temperature_json: bytes | None) -> int:
     """Where the value before ``temperature`` ends (sorted keys: temperature comes last)."""
     end = len(request) - 1  # the closing brace
-    if temperature is not None:
-        end -= len(b',"temperature":') + len(orjson.dumps(temperature))
+    if temperature_json is not None:
+        end -= len(b',"temperature":') + len(temperature_json)
     return end
 
 
@@ -136,7 +137,8 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     text_json = dumps(text)
     model_at, system_at, system_end = -1, None, None
     if params.keys() <= _TASK_PARAMS:
-        end = _before_temperature(request, params.get("temperature"))
+        temperature = orjson.dumps(params["temperature"]) if "temperature" in params else None
+        end = _before_temperature(request, temperature)
         if "system" in params:
             system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
             system_end, system_at = end, end - len(system_json)
@@ -166,21 +168,25 @@ def plain_shape(
 ) -> RequestShape:
     """The shape of the usual request (string prompts only), from its canonical JSON.
 
-    The system prompt's JSON is already in the request: it is the value that ends where the
-    temperature (or the closing brace) begins, after the last ``,"system":`` (a JSON string
-    cannot hold that sequence: every quote inside one is escaped). Intake calls this once
-    per task, hence the positional fields and the cached model lengths.
+    ``system`` and ``temperature`` are None where the request has no such key. The system
+    prompt's JSON is already in the request: it is the value that ends where the temperature
+    (or the closing brace) begins, after the last ``,"system":`` (a JSON string cannot hold
+    that sequence: every quote inside one is escaped). Intake calls this once per task, hence
+    the positional fields and the cached model lengths.
     """
-    end = _before_temperature(request, temperature)
+    end = _before_temperature(request, None if temperature is None else orjson.dumps(temperature))
     request_hash = hashlib.sha256(request).digest()[:16]
-    if not system:
+    if system is None:
         model_at = end - len(_json(model))
         return RequestShape._make(
             (request_hash, len(request), model_at, None, None, None, 0, None, 0, False)
         )
     key_at = request.rfind(b',"system":', 0, end)
     system_at = key_at + len(b',"system":')
-    system_hash = _prompt_hash(b"system\x00", memoryview(request)[system_at:end])
+    # an empty prompt (which no valid task has) is no cache prefix, as in _any_shape
+    system_hash = (
+        _prompt_hash(b"system\x00", memoryview(request)[system_at:end]) if system else None
+    )
     model_at = key_at - len(_json(model))
     chars = len(system)
     return RequestShape._make(
@@ -268,7 +274,8 @@ class Change(NamedTuple):
     """The breakpoints' cache lifetime (only read where one is placed)."""
 
 
-Bytes = bytes | memoryview
+Bytes: TypeAlias = bytes | memoryview
+"""A request's bytes, or a view of them in a column's buffer."""
 
 
 def splice(request: Bytes, offsets: Offsets | None, change: Change) -> tuple[Bytes, ...] | None:
@@ -290,9 +297,15 @@ def splice(request: Bytes, offsets: Offsets | None, change: Change) -> tuple[Byt
     at, end = offsets.system_at, offsets.system_end
     if at is None or end is None or request[at : at + 1] != b'"':
         return None
+    marked_head = _marked_system_head(change.ttl)
     return (
-        *(head, model, request[model_end:at]),
-        *(_marked_system_head(change.ttl), request[at:end], _MARKED_SYSTEM_TAIL, request[end:]),
+        head,
+        model,
+        request[model_end:at],
+        marked_head,
+        request[at:end],
+        _MARKED_SYSTEM_TAIL,
+        request[end:],
     )
 
 
@@ -304,8 +317,11 @@ def rewrite(request: bytes, offsets: Offsets | None, change: Change) -> bytes:
     serialised again.
     """
     pieces = splice(request, offsets, change)
-    if pieces is not None:
-        return b"".join(pieces)
+    return b"".join(pieces) if pieces is not None else _reparsed(request, change)
+
+
+def _reparsed(request: bytes, change: Change) -> bytes:
+    """:func:`rewrite` by parsing, marking and serialising the request again."""
     params = orjson.loads(request)
     params["model"] = change.model
     if change.system or change.document:
@@ -322,18 +338,19 @@ def rewrite_column(
     system: pa.Array,
     document: pa.Array,
     ttls: list[str],
-) -> pa.StringArray:
+) -> pa.Array:
     """:func:`rewrite` for a column of requests, row by row, with their ``events.shape``.
 
     Requests that do not change are kept as they are, the others are mostly spliced
     (:func:`splice`); the new column is joined at once from slices of the old one and a few
     new bytes, so each request is copied once, not into a Python object and again into the
-    column.
+    column. If none changes, the column itself is returned.
     """
     rows = len(requests)
     data, starts = string_buffer(requests)
+    changed = False
     pieces: list[Bytes] = []
-    ends = array("i", bytes(4 * (rows + 1)))
+    ends = array("i", [0]) * (rows + 1)
     size = 0
     model_at, system_at, system_end = (
         shapes.field(name).to_pylist() for name in ("model_at", "system_at", "system_end")
@@ -350,17 +367,19 @@ def rewrite_column(
     ):
         request = data[starts[i] : starts[i + 1]]
         if mark_system or mark_document or target != requested:
+            changed = True
             change = Change(requested, target, mark_system, mark_document, ttl)
-            offsets = Offsets(model_at[i], system_at[i], system_end[i])
-            spliced = splice(request, offsets, change)
+            spliced = splice(request, Offsets(model_at[i], system_at[i], system_end[i]), change)
             if spliced is None:  # block prompts, shared documents: parsed, serialised again
-                spliced = (rewrite(bytes(request), offsets, change),)
+                spliced = (_reparsed(bytes(request), change),)
             pieces.extend(spliced)
             size += sum(map(len, spliced))
         else:
             pieces.append(request)
             size += len(request)
         ends[i + 1] = size
+    if not changed:
+        return requests
     return pa.StringArray.from_buffers(rows, pa.py_buffer(ends), pa.py_buffer(b"".join(pieces)))
 
 

@@ -43,7 +43,8 @@ class BackgroundParquetWriter:
 
     pyarrow releases the GIL while it writes, so the caller can build the next chunk in Python
     while this one is compressed. At most :data:`WRITES_IN_FLIGHT` chunks wait, which bounds
-    the memory held; an error in the thread is raised by the next call.
+    the memory held; an error in the thread is raised by a later call (see
+    :class:`~llm_pipelines.streams.WriteBehind`).
     """
 
     def __init__(self, writer: pq.ParquetWriter) -> None:

@@ -98,12 +98,13 @@ class BucketSpill:
 
         The rows are grouped and written on a second thread (arrow and the system calls
         release the GIL), in the order they were added; a failure there is raised by a later
-        call, :meth:`buckets` or leaving the ``with`` block.
+        call, :meth:`buckets` or leaving the ``with`` block. ``buckets`` is copied: the
+        caller may reuse it at once.
         """
         if batch.num_rows == 0:
             return
         self.rows += batch.num_rows
-        self._behind.submit(self._write, batch, buckets)
+        self._behind.submit(self._write, batch, buckets.copy())
 
     def _write(self, batch: pa.RecordBatch, buckets: np.ndarray) -> None:
         order = np.argsort(buckets, kind="stable")
@@ -133,17 +134,22 @@ class BucketSpill:
             path.unlink()  # the bucket's bytes leave the disk as soon as it is handed on
 
     def close(self) -> None:
-        """Close every file and remove the spill directory."""
-        self._close_writers()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self._owner.close()
+        """Close every file and remove the spill directory (even if a write failed)."""
+        try:
+            self._close_writers()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._owner.close()
 
     def _close_writers(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                self._behind.drain()
-            finally:
+        """Finish the queued writes and close every file; raise the first failure after."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._behind.drain()  # the last queued writes may still open files
+        finally:
+            with contextlib.ExitStack() as files:  # each one closed even if another fails
                 for writer, sink in self._writers.values():
-                    writer.close()
-                    sink.close()
+                    files.callback(sink.close)
+                    files.callback(writer.close)  # callbacks run last in, first out

@@ -124,6 +124,7 @@ def test_blank_lines_are_skipped_and_windows_line_ends_are_taken(lake: Lake, day
     lake.write_bytes(lake.path(LANDING, day, "raw.jsonl"), b"\n".join(lines) + b"\n")
     stats = ingest_partition(lake, day)
     assert (stats.lines, stats.valid, stats.invalid) == (3, 2, 1)
+    assert stats.landing_bytes == sum(len(line) + 1 for line in lines if line.strip())
     events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
     assert events["source"].to_pylist() == ["raw.jsonl:1", "raw.jsonl:4"]
     row, _ = parse_line(good)
@@ -131,3 +132,14 @@ def test_blank_lines_are_skipped_and_windows_line_ends_are_taken(lake: Lake, day
     dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
     assert dead["source"].to_pylist() == ["raw.jsonl:6"]
     assert dead["payload"].to_pylist() == ["{oops}"]
+
+
+def test_a_line_nested_past_any_parser_limit_is_a_dead_letter(lake: Lake, day: str) -> None:
+    """Depth is the model's to reject: it must not stop the partition."""
+    deep = b'{"task_type":"t","model":"claude-haiku-4-5","max_tokens":1,"deadline":'
+    lines = [deep + b"[" * depth + b"]" * depth + b"}" for depth in (10, 1_000, 5_000)]
+    lake.write_bytes(
+        lake.path(LANDING, day, "deep.jsonl"), b"\n".join([*lines, orjson.dumps(GOOD)])
+    )
+    stats = ingest_partition(lake, day)
+    assert (stats.lines, stats.valid, stats.invalid) == (4, 1, 3)

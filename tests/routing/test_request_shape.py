@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +140,13 @@ def test_a_column_is_rewritten_as_each_of_its_requests_would_be(
     rows: list[tuple[dict[str, Any], str, bool, bool, str]], skip: int
 ) -> None:
     """Spliced, parsed and unchanged rows alike, from a slice of a column (its offsets)."""
+    reparsed = []
+    real_reparsed = caching._reparsed
+
+    def counting(request: bytes, change: caching.Change) -> bytes:
+        reparsed.append(request)
+        return real_reparsed(request, change)
+
     shaped = [caching.canonical_request(params) for params, *_ in rows]
     system = [mark and params.get("system") is not None for (params, _, mark, *_) in rows]
     document = [
@@ -160,16 +168,24 @@ def test_a_column_is_rewritten_as_each_of_its_requests_would_be(
     shapes = caching.shape_array(
         [caching.canonical_request(rows[0][0])[1]] * skip + [s for _, s in shaped]
     )
-    rewritten = caching.rewrite_column(
-        column,
-        shapes.slice(skip),
-        requested_models=pa.array([params["model"] for params, *_ in rows]),
-        models=pa.array([target for _, target, *_ in rows]),
-        system=pa.array(system),
-        document=pa.array(document),
-        ttls=[ttl for *_, ttl in rows],
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(caching, "_reparsed", counting)
+        rewritten = caching.rewrite_column(
+            column,
+            shapes.slice(skip),
+            requested_models=pa.array([params["model"] for params, *_ in rows]),
+            models=pa.array([target for _, target, *_ in rows]),
+            system=pa.array(system),
+            document=pa.array(document),
+            ttls=[ttl for *_, ttl in rows],
+        )
     assert [value.encode() for value in rewritten.to_pylist()] == expected
+    # Only a shared document or a system prompt given as blocks is parsed; the rest is spliced.
+    assert len(reparsed) == sum(
+        (params["model"] != target or system[i] or document[i])
+        and (document[i] or (system[i] and not isinstance(params["system"], str)))
+        for i, (params, target, *_) in enumerate(rows)
+    )
 
 
 def test_shapes_group_equal_prompts_and_tell_different_ones_apart() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from llm_pipelines.storage.spill import BucketSpill
 
@@ -56,3 +58,33 @@ def test_an_error_while_spilling_leaves_no_files() -> None:
     except RuntimeError:
         pass
     assert not directory.exists()
+
+
+def test_a_write_failing_on_the_spill_thread_is_raised_and_leaves_no_files() -> None:
+    """A full disk, say: the error reaches the caller, and the spill still cleans up."""
+    spill = BucketSpill(SCHEMA)
+    directory = spill.directory
+    wrong = pa.record_batch([pa.array(["not a number"])], names=["id"])  # not SCHEMA
+    with pytest.raises(pa.ArrowInvalid), spill:
+        spill.add(pa.record_batch([pa.array([1]), pa.array(["a"])], schema=SCHEMA), np.array([0]))
+        spill.add(wrong, np.array([1]))
+        list(spill.buckets())
+    assert not directory.exists()
+    assert spill._owner.closed
+
+
+def test_a_bucket_first_written_by_the_last_queued_write_comes_back_whole(monkeypatch) -> None:
+    """The writes are queued on a thread: reading back waits for all of them first."""
+    real_write = BucketSpill._write
+
+    def slow_write(self: BucketSpill, batch: pa.RecordBatch, buckets: np.ndarray) -> None:
+        time.sleep(0.05)
+        real_write(self, batch, buckets)
+
+    monkeypatch.setattr(BucketSpill, "_write", slow_write)
+    with BucketSpill(SCHEMA) as spill:
+        for bucket in range(4):  # each write opens a bucket file no earlier write opened
+            batch = pa.record_batch([pa.array([bucket]), pa.array(["x" * 100_000])], schema=SCHEMA)
+            spill.add(batch, np.array([bucket]))
+        back = {bucket: table["row"].to_pylist() for bucket, table in spill.buckets()}
+    assert back == {0: [0], 1: [1], 2: [2], 3: [3]}

@@ -107,8 +107,11 @@ def test_a_spill_left_by_a_killed_process_goes_when_the_next_spill_starts() -> N
             "from llm_pipelines.storage.spill import BucketSpill\n"
             f"spill = BucketSpill(pa.schema([('row', pa.int64())]), prefix={prefix!r})\n"
             "spill.add(pa.record_batch([pa.array([1, 2])], names=['row']), np.array([0, 1]))\n"
+            "import time\n"
+            "deadline = time.monotonic() + 30\n"
             "while len(list(spill.directory.iterdir())) < 3:  # written on a second thread\n"
-            "    pass\n"
+            "    assert time.monotonic() < deadline, 'the spill thread wrote nothing'\n"
+            "    time.sleep(0.01)\n"
             "print(spill.directory)"
         )
     )
