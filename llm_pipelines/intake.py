@@ -87,6 +87,7 @@ def validate_line(
 
 
 def _fast_valid(line: bytes | memoryview, models: frozenset[str]) -> ValidTask | None:
+    """The task, if msgspec's fast path takes the line and its model is known; else None."""
     fast = fast_task(line)
     if fast is None or fast.fields.model not in models:
         return None
@@ -99,6 +100,7 @@ def _fast_valid(line: bytes | memoryview, models: frozenset[str]) -> ValidTask |
 def _model_valid(
     line: bytes | memoryview, models: frozenset[str]
 ) -> tuple[ValidTask | None, str | None]:
+    """The task as :class:`LLMTask` validates it, or the reason the line was rejected."""
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError as error:
