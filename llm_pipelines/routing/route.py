@@ -471,15 +471,15 @@ def _rewrite(
         ttls=[decisions.ttl.get(path, "") for path in route.to_pylist()],
     )
     prefixes: list[str | None] = [None] * rows
-    marked = pc.or_(mark_system, mark_document)
-    if pc.any(marked).as_py():
-        for i, system, document, system_key, document_key in zip(
-            range(rows),
-            mark_system.to_pylist(),
-            mark_document.to_pylist(),
-            decisions.system_key.slice(start, rows).to_pylist(),
-            decisions.document_key.slice(start, rows).to_pylist(),
-            strict=True,
+    if pc.any(pc.or_(mark_system, mark_document)).as_py():
+        for i, (system, document, system_key, document_key) in enumerate(
+            zip(
+                mark_system.to_pylist(),
+                mark_document.to_pylist(),
+                decisions.system_key.slice(start, rows).to_pylist(),
+                decisions.document_key.slice(start, rows).to_pylist(),
+                strict=True,
+            )
         ):
             if system or document:
                 prefixes[i] = caching.prefix_key_text(
