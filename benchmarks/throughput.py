@@ -377,11 +377,9 @@ def baseline_ingest(lake: Lake, out: Path, now: datetime) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     prices, policy = default_price_table(), default_policy()
     events_schema = pa.schema([f.remove_metadata() for f in EVENTS_SCHEMA])
-    # The baseline does no request reuse, so it has no reuse columns to fill.
-    reuse_columns = {"request_key", "reuse_of", "reuse_partition"}
-    tasks_schema = pa.schema(
-        [f.remove_metadata() for f in TASKS_SCHEMA if f.name not in reuse_columns]
-    )
+    # The baseline does no request reuse and packs in file order: no columns for either.
+    unused = {"request_key", "reuse_of", "reuse_partition", "dispatch_position", "request_bytes"}
+    tasks_schema = pa.schema([f.remove_metadata() for f in TASKS_SCHEMA if f.name not in unused])
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
     valid = 0

@@ -58,8 +58,8 @@ def raw_llm_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     description=(
         "Each event routed by the routing policy: real-time, Message Batches, or reuse of an "
         "identical request already answered; the rule that decided, the right-sized model, "
-        "cache_control on shared prefixes worth caching, an estimated cost. Written in "
-        "dispatch order, so tasks sharing a prefix sit together across batches."
+        "cache_control on shared prefixes worth caching, an estimated cost, and a dispatch "
+        "position by which the packer keeps tasks sharing a prefix together across batches."
     ),
 )
 def routed_tasks(

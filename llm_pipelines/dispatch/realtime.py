@@ -1,9 +1,10 @@
 """The real-time path: synchronous Messages calls with bounded concurrency.
 
-Tasks come in dispatch order (``tasks/`` is sorted by route, then shared prefix), in chunks
-of :data:`REALTIME_CHUNK`. Within a chunk, requests go out in *waves*: first one request
-per new shared prefix, which writes the prompt cache, then the requests that can read it.
-Sent all at once, every request of a group would miss the cache and pay to write it.
+Tasks come in file order, in chunks of :data:`REALTIME_CHUNK`: routing writes each real-time
+row group sorted by dispatch position (shared prefix, then arrival). Within a chunk, requests
+go out in *waves*: first one request per new shared prefix, which writes the prompt cache,
+then the requests that can read it. Sent all at once, every request of a group would miss
+the cache and pay to write it.
 At most ``concurrency`` calls are in flight; 429/5xx/529 and connection errors are retried
 by the SDK itself (``max_retries`` on the client); what still fails is dead-lettered.
 """
@@ -57,8 +58,8 @@ def _realtime_chunks(
     lake: Lake, partition: str, done: pa.Array, stats: RealtimeStats
 ) -> Iterator[pa.Table]:
     """Real-time tasks not yet dispatched (``done``), in chunks of :data:`REALTIME_CHUNK`."""
-    # Decided from ids and routes: requests are read only where real-time tasks sit (the
-    # tasks file is sorted by route, so not the batch-routed majority's).
+    # Decided from ids and routes: requests are read only where real-time tasks sit (each
+    # row group of the tasks file holds one route, so not the batch-routed majority's).
     path = lake.path(TASKS, partition, TASKS_FILE)
     columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
     pending: list[pa.RecordBatch] = []

@@ -14,12 +14,22 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from llm_pipelines.crashpoints import crash_point
 from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
-from llm_pipelines.dispatch.packing import Oversized, PackedBatch, pack
+from llm_pipelines.dispatch.packing import (
+    ENTRY_OVERHEAD_BYTES,
+    OVERSIZED,
+    Oversized,
+    PackedBatch,
+    assign_batches,
+    pack,
+    pack_assigned,
+)
 from llm_pipelines.dispatch.state import (
     NotYetDone,
     PartitionState,
@@ -65,6 +75,12 @@ CREATE_WINDOW = timedelta(hours=1)
 
 PACKED_COLUMNS = ["task_id", "request", "task_type", "requested_model"]
 """What the packer is given per task: id and request, plus the sidecar's metadata."""
+_ASSIGN_COLUMNS = ["task_id", "route", "dispatch_position", "request_bytes"]
+"""What batches are assigned from, for the whole partition at once."""
+PACK_WINDOW_BYTES = 512 * 1024 * 1024
+"""Bodies filled in one read of the tasks file, spooled to local disk: two batches at the
+Anthropic limit. A read serves every batch whose requests share its row groups, so wider
+windows read less twice, at the cost of disk and of the first batch waiting longer."""
 
 
 @dataclass
@@ -221,19 +237,80 @@ def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
 
 
 def _fresh(
-    lake: Lake, partition: str, submitted: pa.Array, stats: SubmitStats
-) -> Iterator[pa.RecordBatch]:
-    """Batch-routed tasks no attempt-1 batch holds yet, cached prefixes together.
+    lake: Lake, partition: str, limits: BatchLimits, taken: pa.Array, stats: SubmitStats
+) -> Iterator[PackedBatch | Oversized]:
+    """Batch-routed tasks not yet in an attempt-1 batch, packed in dispatch order.
 
-    Decided from the ids and routes alone: requests are read only from row groups that still
-    hold a task to send, so a pass with nothing new (a retry pass) does not read them all.
+    Batches are assigned from narrow columns of the whole partition (ids, routes, dispatch
+    positions, request sizes), filling them in dispatch order: tasks sharing a cached prefix
+    share a batch or consecutive ones. Then a *window* of consecutive batches (about
+    :data:`PACK_WINDOW_BYTES`) is filled in one read of the row groups holding their
+    requests: routing groups rows by stretch of dispatch order, so those row groups are few.
+    Requests too large for any batch are set aside with the first window. A pass with
+    nothing new to send (a retry pass) reads no request at all.
     """
-    # tasks/ is already in dispatch order (routing sorts the whole partition by shared
-    # prefix), so packing in file order keeps prefix groups together across batches.
-    unsent = NotYetDone(BATCH, submitted)
     path = lake.path(TASKS, partition, TASKS_FILE)
-    yield from lake.select_rows(path, ["task_id", "route"], unsent, PACKED_COLUMNS)
+    with lake.fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if "dispatch_position" not in parquet.schema_arrow.names:
+            raise ValueError(
+                f"{path} was written by an older routing, without dispatch positions: "
+                "materialize routed_tasks for this partition again, then submit it"
+            )
+        narrow = parquet.read(columns=_ASSIGN_COLUMNS)
+    unsent = NotYetDone(BATCH, taken)
+    send = unsent(narrow).to_numpy(zero_copy_only=False)
     stats.already_submitted += unsent.skipped
+    if not send.any():
+        return
+    kept = narrow.filter(pa.array(send))
+    del narrow
+    entry_bytes = (
+        pc.binary_length(kept["task_id"]).to_numpy()
+        + kept["request_bytes"].to_numpy()
+        + ENTRY_OVERHEAD_BYTES
+    )
+    order = np.argsort(kept["dispatch_position"].to_numpy(), kind="stable")
+    in_order = assign_batches(entry_bytes[order], limits)
+    numbers = np.full(len(send), _NOT_SENT, dtype=np.int64)
+    numbers[np.flatnonzero(send)[order]] = in_order
+    for first, last in _windows(in_order, entry_bytes[order]):
+        wanted = (numbers >= first) & (numbers <= last)
+        if first == 0:
+            wanted |= numbers == OVERSIZED
+        rows = lake.select_rows(path, [], lambda _, wanted=wanted: pa.array(wanted), PACKED_COLUMNS)
+        yield from pack_assigned(
+            _numbered(rows, numbers[wanted]), limits, id_column="task_id", params_column="request"
+        )
+
+
+_NOT_SENT = OVERSIZED - 1
+"""The batch number of a row that is not to be sent (another route, or already in a batch)."""
+
+
+def _windows(numbers: np.ndarray, entry_bytes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Runs ``(first, last)`` of consecutive batch numbers whose bodies come to about
+    :data:`PACK_WINDOW_BYTES` together, at least one batch each; a first window even when
+    every request is set aside (:data:`OVERSIZED`)."""
+    sizes = np.bincount(numbers[numbers >= 0], weights=entry_bytes[numbers >= 0])
+    first, held = 0, 0.0
+    for number, size in enumerate(sizes.tolist()):
+        if number > first and held + size > PACK_WINDOW_BYTES:
+            yield first, number - 1
+            first, held = number, 0.0
+        held += size
+    yield first, max(first, len(sizes) - 1)
+
+
+def _numbered(
+    chunks: Iterator[pa.RecordBatch], numbers: np.ndarray
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Each chunk with its rows' batch numbers (``numbers`` holds them in the same order)."""
+    start = 0
+    for chunk in chunks:
+        yield chunk, numbers[start : start + chunk.num_rows]
+        start += chunk.num_rows
+    assert start == len(numbers), "every selected row was read"
 
 
 def _retries(
@@ -268,15 +345,15 @@ def batch_payloads(
 ) -> Iterator[PackedBatch | Oversized]:
     """The partition's batch-routed tasks not in ``taken``, packed into request bodies.
 
-    Streams: one chunk of tasks and one (spooled) body at a time, whatever the partition size.
+    Memory holds narrow columns and one chunk of requests; bodies are spooled to local disk.
     """
-    fresh = _fresh(
+    return _fresh(
         lake,
         partition,
+        limits,
         taken if taken is not None else pa.array([], pa.string()),
         stats if stats is not None else SubmitStats(),
     )
-    return pack(fresh, limits, id_column="task_id", params_column="request")
 
 
 # -- submission ----------------------------------------------------------------------------------
@@ -305,13 +382,13 @@ def submit_partition(
         # Anything already in a batch, answered or dead-lettered is not sent again, whatever
         # route a later routing pass gave it.
         taken = state.dispatched_ids(lake)
-        _submit_stream(
-            lake, provider, partition, 1, _fresh(lake, partition, taken, stats), lease, stats
-        )
+        fresh = _fresh(lake, partition, provider.limits, taken, stats)
+        _submit_stream(lake, provider, partition, 1, fresh, lease, stats)
         pending = pending_retry_pairs(lake, state)
         files = state.committed_retry_files(lake)
         for attempt in sorted(set(pending["attempt"].to_pylist())):
-            items = _retries(lake, files, pending, attempt, stats)
+            retries = _retries(lake, files, pending, attempt, stats)
+            items = pack(retries, provider.limits, id_column="task_id", params_column="request")
             _submit_stream(lake, provider, partition, attempt, items, lease, stats)
     return stats
 
@@ -321,12 +398,12 @@ def _submit_stream(
     provider: BatchProvider,
     partition: str,
     attempt: int,
-    chunks: Iterator[pa.RecordBatch],
+    items: Iterator[PackedBatch | Oversized],
     lease: PartitionLease,
     stats: SubmitStats,
 ) -> None:
     oversized: list[dict[str, Any]] = []  # rare: requests over the whole batch limit
-    for item in pack(chunks, provider.limits, id_column="task_id", params_column="request"):
+    for item in items:
         if isinstance(item, Oversized):
             stats.oversized += 1
             oversized.append(

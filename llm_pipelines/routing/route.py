@@ -1,6 +1,6 @@
-"""Route a whole partition: events in, routed tasks out, in dispatch order.
+"""Route a whole partition: events in, routed tasks out, each with its place in dispatch order.
 
-Two streaming passes over the partition's events, with a bounded spill to sort:
+Two streaming passes over the partition's events, with the whole-partition decisions between:
 
 1. **Plan**: per task, the route and deciding rule (:meth:`RoutingPolicy.decide`), the
    right-sized model, and the request's shape (its reuse key, its candidate cache prefixes),
@@ -13,13 +13,18 @@ Two streaming passes over the partition's events, with a bounded spill to sort:
    how many tasks on each route share each prefix, hence which breakpoints repay their
    cache write; and the dispatch order: route, system prompt, shared document, arrival.
 3. **Write**: read the events again, rewrite requests (model, ``cache_control``: a splice at
-   the offsets intake recorded, see :func:`~llm_pipelines.routing.caching.rewrite`), and spill
-   rows into sort buckets of bounded size on local disk (:mod:`~llm_pipelines.storage.spill`);
-   each bucket is sorted in memory and appended to ``tasks/dt=D/tasks.parquet``.
+   the offsets intake recorded, see :func:`~llm_pipelines.routing.caching.rewrite`), and
+   write them to ``tasks/dt=D/tasks.parquet`` with their ``dispatch_position``, grouped by
+   *stretch* of dispatch order: each row group holds tasks of one route whose positions lie
+   within :data:`DISPATCH_STRETCH_BYTES` of requests, in arrival order (real-time ones in
+   dispatch order, as that path sends in file order).
 
-So tasks sharing a prefix sit together across the *whole* partition, not only within a read
-chunk: the packer, which fills batches in file order, puts them in the same batch or in
-consecutive ones, and the real-time path answers them back to back.
+The file is not sorted row by row: that meant spilling every request to local disk and
+reading it back, half of routing's time at a million tasks. Stretches need only one small
+buffer each in memory. The packer assigns tasks to batches in dispatch order
+(:func:`~llm_pipelines.dispatch.packing.assign_batches`), so tasks sharing a prefix go to the
+same batch or consecutive ones across the *whole* partition, and finds each batch's requests
+in the few row groups of its stretches; a dispatcher reads only its own route's row groups.
 """
 
 from __future__ import annotations
@@ -52,23 +57,25 @@ from llm_pipelines.storage.datasets import (
     TASKS,
     TASKS_FILE,
     TASKS_SCHEMA,
+    RowWriter,
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.storage.spill import BucketSpill
-from llm_pipelines.streams import paused_gc, prefetched
+from llm_pipelines.streams import paused_gc
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
-SPILL_BUCKET_BYTES = 32 * 1024 * 1024
-"""Rows sorted in memory at once, by request bytes (plus a per-row allowance)."""
-MAX_SPILL_BUCKETS = 512
-"""Beyond this many buckets (a partition of ~16 GB of requests) buckets grow instead: each is
-an open file while spilling."""
 ROUTE_CHUNK_ROWS = 2_048
 """Events per chunk in both passes: requests can be long, so chunks stay small."""
-ROW_ALLOWANCE_BYTES = 512
-"""Bytes a routed row holds besides its request, for sizing sort buckets."""
+DISPATCH_STRETCH_BYTES = 64 * 1024 * 1024
+"""Requests (by bytes) in one stretch of dispatch order: a batch (256 MB) is read from the
+row groups of about five stretches, reading about a quarter more than it holds."""
+PENDING_BYTES = 96 * 1024 * 1024
+"""Rows waiting in memory for their stretch's next row group, all stretches together."""
+ROW_GROUP_BYTES = (512 * 1024, 16 * 1024 * 1024)
+"""Smallest and largest row group written (by request bytes): more stretches, smaller ones."""
+ROW_ALLOWANCE_BYTES = 256
+"""Bytes a routed row holds besides its request, when sizing row groups."""
 EXPECTED_OUTPUT_SHARE = 0.5
 """Estimated output tokens as a share of ``max_tokens``."""
 
@@ -90,7 +97,6 @@ _PLAN_SCHEMA = pa.schema(
         ("max_tokens", pa.int32()),
     ]
 )
-_SPILL_SCHEMA = pa.schema([*TASKS_SCHEMA, ("spill_position", pa.int64())])
 _PLAN_COLUMNS = [
     *("task_id", "task_type", "model", "priority", "deadline", "requires_realtime"),
     *("prompt_chars", "max_tokens", "shape"),
@@ -131,7 +137,11 @@ class _Decisions:
     reuse_partition: pa.Array
     est_cost_usd: pa.Array
     position: np.ndarray
-    bucket: np.ndarray
+    """Each task's rank in dispatch order."""
+    stretch: np.ndarray
+    """Each task's stretch of dispatch order (see :data:`DISPATCH_STRETCH_BYTES`)."""
+    stretch_route: np.ndarray
+    """The route code (index in :data:`ROUTES`) of each stretch."""
     ttl: dict[str, str]
 
 
@@ -169,24 +179,57 @@ def _route(
     decisions = _decide(lake, partition, plan, policy, prices)
     del plan  # what the decisions keep of it stays; the ids and the rest can go
     stats = _stats(partition, decisions)
-    bucket_count = int(decisions.bucket.max()) + 1 if len(decisions.bucket) else 0
-    with BucketSpill(_SPILL_SCHEMA, prefix="llm-pipelines-route-", buckets=bucket_count) as spill:
-        for rows, buckets in _routed_chunks(lake, events_path, decisions, chunk_rows):
-            spill.add(rows, buckets)
-        with write_rows(
-            lake, lake.path(TASKS, partition, TASKS_FILE), TASKS_SCHEMA, keep_empty=True
-        ) as out:
-            # The next bucket is sorted (arrow, without the GIL) while this one is written.
-            for rows in prefetched(
-                (
-                    rows.sort_by("spill_position").select(TASKS_SCHEMA.names)
-                    for _, rows in spill.buckets()
-                ),
-                depth=1,
-            ):
-                out.add_batch(rows)
+    path = lake.path(TASKS, partition, TASKS_FILE)
+    with write_rows(lake, path, TASKS_SCHEMA, keep_empty=True) as out:
+        stretches = _RowGroupsByStretch(out, decisions.stretch_route)
+        for rows, stretch in _routed_chunks(lake, events_path, decisions, chunk_rows):
+            stretches.add(rows, stretch)
+        stretches.flush()
     assert stats.batch + stats.realtime + stats.reused == stats.tasks, "every task has a route"
     return stats
+
+
+class _RowGroupsByStretch:
+    """Routed rows, buffered per stretch of dispatch order and written a row group at a time.
+
+    Every stretch has a buffer, filled as its tasks arrive; it is written once it holds a
+    row group's worth (:data:`PENDING_BYTES` shared among the stretches, within
+    :data:`ROW_GROUP_BYTES`). Real-time row groups are sorted by dispatch position.
+    """
+
+    def __init__(self, out: RowWriter, stretch_route: np.ndarray) -> None:
+        self._out = out
+        self._realtime = stretch_route == ROUTES.index(REALTIME)
+        smallest, largest = ROW_GROUP_BYTES
+        self._group_bytes = max(smallest, min(largest, PENDING_BYTES // max(len(stretch_route), 1)))
+        self._pending: dict[int, list[pa.RecordBatch]] = {}
+        self._bytes = np.zeros(len(stretch_route), dtype=np.int64)
+
+    def add(self, rows: pa.RecordBatch, stretch: np.ndarray) -> None:
+        """Queue each row under its stretch; write the stretches that hold a row group's worth."""
+        order = np.argsort(stretch, kind="stable")
+        if np.any(order[1:] < order[:-1]):
+            rows, stretch = rows.take(pa.array(order)), stretch[order]
+        weight = rows["request_bytes"].to_numpy() + ROW_ALLOWANCE_BYTES
+        starts = np.flatnonzero(np.diff(stretch)) + 1
+        for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(stretch)], strict=True):
+            key = int(stretch[start])
+            self._pending.setdefault(key, []).append(rows.slice(start, end - start))
+            self._bytes[key] += int(weight[start:end].sum())
+            if self._bytes[key] >= self._group_bytes:
+                self._write(key)
+
+    def flush(self) -> None:
+        """Write what every stretch still has waiting."""
+        for key in sorted(self._pending):
+            self._write(key)
+
+    def _write(self, key: int) -> None:
+        group = pa.Table.from_batches(self._pending.pop(key))
+        if self._realtime[key]:
+            group = group.sort_by("dispatch_position")
+        self._out.add_batch(group)
+        self._bytes[key] = 0
 
 
 def _plan(
@@ -285,10 +328,17 @@ def _decide(
     ).to_numpy()
     position = np.empty(rows, dtype=np.int64)
     position[order] = np.arange(rows)
+    # Stretches: about DISPATCH_STRETCH_BYTES of requests each, in dispatch order; a new one
+    # starts with each route, so a row group never mixes routes.
     weight = plan["request_bytes"].to_numpy()[order] + ROW_ALLOWANCE_BYTES
-    bucket_bytes = max(SPILL_BUCKET_BYTES, int(weight.sum()) // MAX_SPILL_BUCKETS + 1)
-    bucket = np.empty(rows, dtype=np.int64)
-    bucket[order] = (np.cumsum(weight) - weight) // bucket_bytes
+    routes_in_order = route_code[order]
+    starts = np.ones(rows, dtype=bool)
+    starts[1:] = (np.diff((np.cumsum(weight) - weight) // DISPATCH_STRETCH_BYTES) != 0) | (
+        np.diff(routes_in_order) != 0
+    )
+    stretch_in_order = np.cumsum(starts) - 1
+    stretch = np.empty(rows, dtype=np.int64)
+    stretch[order] = stretch_in_order
     return _Decisions(
         route=route,
         rule=rule,
@@ -305,7 +355,8 @@ def _decide(
             plan["model"], plan["prompt_chars"], plan["max_tokens"], route, prices
         ),
         position=position,
-        bucket=bucket,
+        stretch=stretch,
+        stretch_route=routes_in_order[starts],
         ttl={route: policy.prompt_caching.ttl(route) for route in (REALTIME, BATCH)},
     )
 
@@ -426,7 +477,7 @@ def _routed_chunks(
     decisions: _Decisions,
     chunk_rows: int,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Pass 2: the events with their decisions applied (and their position), and buckets."""
+    """Pass 2: the events with their decisions applied, and each row's stretch."""
     offset = 0
     for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
         start, rows = offset, chunk.num_rows
@@ -446,11 +497,12 @@ def _routed_chunks(
             reuse_of=decisions.reuse_of.slice(start, rows),
             reuse_partition=decisions.reuse_partition.slice(start, rows),
             est_cost_usd=decisions.est_cost_usd.slice(start, rows),
-            spill_position=pa.array(decisions.position[start : start + rows]),
+            dispatch_position=pa.array(decisions.position[start : start + rows]),
+            request_bytes=pc.binary_length(requests),
         )
         yield (
-            pa.RecordBatch.from_pydict(columns, schema=_SPILL_SCHEMA),
-            decisions.bucket[start : start + rows],
+            pa.RecordBatch.from_pydict(columns, schema=TASKS_SCHEMA),
+            decisions.stretch[start : start + rows],
         )
 
 

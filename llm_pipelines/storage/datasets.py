@@ -23,7 +23,9 @@ RETRIES = "retries"
 ORPHANS = "orphans"
 
 TASKS_FILE = "tasks.parquet"
-"""The one file of a ``tasks/`` partition, in dispatch order."""
+"""The one file of a ``tasks/`` partition: in arrival order, each row group of one route.
+
+``dispatch_position`` gives the dispatch order; the packer and the real-time path follow it."""
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -79,6 +81,9 @@ TASKS_SCHEMA = pa.schema(
         pa.field("request_key", pa.binary(16), nullable=False),  # identity of the request sent
         pa.field("reuse_of", pa.string()),  # route "reuse": the task whose answer is reused
         pa.field("reuse_partition", pa.string()),  # ... and the partition it is in
+        # rank in dispatch order: route, system prompt, shared document, arrival
+        pa.field("dispatch_position", pa.int64(), nullable=False),
+        pa.field("request_bytes", pa.int64(), nullable=False),  # of ``request``, to pack by
     ]
 )
 

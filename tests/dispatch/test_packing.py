@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_pipelines.dispatch.packing import (
+    ENTRY_OVERHEAD_BYTES,
     ENVELOPE_BYTES,
     Oversized,
     PackedBatch,
+    assign_batches,
     pack,
+    pack_assigned,
     request_entry,
 )
 from llm_pipelines.providers import ANTHROPIC_LIMITS, BatchLimits
@@ -168,3 +173,62 @@ def test_columnar_packing_matches_the_plain_rule(
         assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == item.custom_ids
         got.append(item.rows["meta"].to_pylist())
     assert got == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    lengths=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=60),
+    max_requests=st.integers(min_value=1, max_value=12),
+    max_bytes=st.integers(min_value=60, max_value=1_500),
+    chunk_rows=st.integers(min_value=1, max_value=25),
+)
+def test_batches_assigned_in_dispatch_order_match_the_plain_rule_from_any_storage_order(
+    data: st.DataObject, lengths: list[int], max_requests: int, max_bytes: int, chunk_rows: int
+) -> None:
+    limits = BatchLimits(max_requests=max_requests, max_bytes=max_bytes)
+    # Row i is the i-th in dispatch order; the file holds the rows in another order.
+    items = [(f"r{i}", b'{"p":"' + b"x" * n + b'"}', i) for i, n in enumerate(lengths)]
+    stored = data.draw(st.permutations(range(len(items))))
+    sizes = [len(request_entry(i, p)) for i, p, _ in items]
+    # What the packer knows before reading a request: its id's and its params' lengths.
+    with_commas = [ENTRY_OVERHEAD_BYTES + len(i) + len(p) for i, p, _ in items]
+    assert with_commas == [size + 1 for size in sizes]
+    numbers = assign_batches(np.array(with_commas), limits)
+
+    chunks = [
+        (batch, numbers[[items[row][2] for row in stored[start : start + chunk_rows]]])
+        for start, batch in zip(
+            range(0, len(stored), chunk_rows),
+            _chunks([items[row] for row in stored], rows=chunk_rows),
+            strict=True,
+        )
+    ]
+    set_aside: list[int] = []
+    batches: list[list[int]] = []
+    for item in pack_assigned(chunks, limits):
+        if isinstance(item, Oversized):
+            assert not batches, "requests set aside come before the batches"
+            set_aside.append(item.row["meta"])
+            continue
+        body = item.close()
+        data_bytes = body.getvalue()
+        assert len(data_bytes) == len(body) == item.size <= max_bytes
+        assert [r["custom_id"] for r in orjson.loads(data_bytes)["requests"]] == item.custom_ids
+        rows = item.rows["meta"].to_pylist()
+        assert rows == sorted(rows, key=stored.index), "a body holds its rows in file order"
+        batches.append(sorted(rows))
+    expected = _reference_pack(sizes, limits)
+    # The batches in dispatch order, each the plain rule's batch; every other request set aside.
+    assert batches == [o for o in expected if isinstance(o, list)]
+    assert sorted(set_aside) == [o for o in expected if isinstance(o, int)]
+
+
+def test_sizes_that_disagree_with_the_requests_fail_instead_of_overfilling() -> None:
+    limits = BatchLimits(max_requests=10, max_bytes=len(TINY) * 3)
+    items = [(f"t{i}", TINY, i) for i in range(6)]
+    understated = np.full(6, 10)  # the real entries are several times larger
+    numbers = assign_batches(understated, limits)
+    assert set(numbers.tolist()) == {0}
+    with pytest.raises(RuntimeError, match="over the provider's limits"):
+        list(pack_assigned([(next(_chunks(items)), numbers)], limits))

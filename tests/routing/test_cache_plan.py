@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from llm_pipelines.costs import default_price_table
@@ -128,26 +129,49 @@ def test_breakpoints_only_where_long_enough_and_shared_enough(
     assert metadata["cache_prefix_groups"].value == 3
 
 
-def test_prefix_groups_are_contiguous_across_chunks_buckets_and_batches(
+def test_prefix_groups_are_contiguous_in_dispatch_order_and_across_batches(
     tmp_path: Path, lake: Lake, day: str, materialize_assets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     LandingZone(lake).append(_interleaved(), partition=day)
     materialize_assets(["raw_llm_events"])
-    # Read 4 events at a time and spill in ~3 tasks per sort bucket: the order must still be
-    # global, not per chunk or per bucket.
-    monkeypatch.setattr(route, "SPILL_BUCKET_BYTES", 3 * (SONNET_MIN_CHARS + 600))
+    # Read 4 events at a time, stretches of ~3 tasks, a row group per ~2 tasks: the order
+    # must still be global, not per chunk, stretch or row group.
+    monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * (SONNET_MIN_CHARS + 600))
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (2 * (SONNET_MIN_CHARS + 600), 1 << 20))
     stats = route.route_partition(
         lake, day, default_policy(), default_price_table(), datetime.now(UTC), chunk_rows=4
     )
     assert stats.tasks == sum(len(group) for group in GROUPS.values())
-    table = lake.read_table([lake.path(TASKS, day, TASKS_FILE)])
-    assert sorted(table["task_id"].to_pylist()) == sorted(t["task_id"] for t in _interleaved())
-    routes = table["route"].to_pylist()
-    assert routes == sorted(routes, key=["realtime", "batch", "reuse"].index)
+    path = lake.path(TASKS, day, TASKS_FILE)
+    table = lake.read_table([path])
+    arrival = [t["task_id"] for t in _interleaved()]
+    assert sorted(table["task_id"].to_pylist()) == sorted(arrival)
+    assert table["request_bytes"].to_pylist() == [
+        len(r.encode()) for r in table["request"].to_pylist()
+    ]
 
-    groups = [task_id.split("-")[0] for task_id in table["task_id"].to_pylist()]
-    # Every group (one shared system prompt, or system + document) is one contiguous run.
-    runs = [group for group, _ in itertools.groupby(groups)]
+    # Each row group holds one route, in arrival order; real-time ones in dispatch order.
+    with lake.fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        groups = [parquet.read_row_group(n) for n in range(parquet.num_row_groups)]
+    assert len(groups) > 3
+    for group in groups:
+        [route_name] = set(group["route"].to_pylist())
+        ids = group["task_id"].to_pylist()
+        positions = group["dispatch_position"].to_pylist()
+        if route_name == "realtime":
+            assert positions == sorted(positions)
+        else:
+            assert ids == sorted(ids, key=arrival.index)
+
+    # In dispatch order, routes come realtime, batch, reuse, and every group (one shared
+    # system prompt, or system + document) is one contiguous run.
+    ordered = table.sort_by("dispatch_position")
+    assert ordered["dispatch_position"].to_pylist() == list(range(table.num_rows))
+    routes = ordered["route"].to_pylist()
+    assert routes == sorted(routes, key=["realtime", "batch", "reuse"].index)
+    prefix_groups = [task_id.split("-")[0] for task_id in ordered["task_id"].to_pylist()]
+    runs = [group for group, _ in itertools.groupby(prefix_groups)]
     assert len(runs) == len(set(runs)) == len(GROUPS)
 
     # Submitted four requests a batch, each group fills consecutive batches.

@@ -1,27 +1,21 @@
-"""Leftovers of killed writers: temporary lake files and routing spills are swept."""
+"""Leftovers of killed writers: temporary lake files are swept."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 
 from llm_pipelines.definitions import defs
 from llm_pipelines.resources import LakeResource
 from llm_pipelines.storage import Lake, LandingZone
 from llm_pipelines.storage.datasets import LANDING
-from llm_pipelines.storage.spill import OWNER_FILE, BucketSpill, sweep_abandoned_spills
-
-SCHEMA = pa.schema([("row", pa.int64())])
 
 
 def _killed_while(code: str) -> str:
@@ -99,31 +93,6 @@ def test_an_object_store_has_nothing_to_sweep(s3_lake: Lake) -> None:
     assert s3_lake.sweep_abandoned(older_than_s=0).files == 0
 
 
-def test_a_spill_left_by_a_killed_process_goes_when_the_next_spill_starts() -> None:
-    prefix = f"llm-pipelines-test-{os.getpid()}-"
-    left = Path(
-        _killed_while(
-            "import numpy as np, pyarrow as pa\n"
-            "from llm_pipelines.storage.spill import BucketSpill\n"
-            f"spill = BucketSpill(pa.schema([('row', pa.int64())]), prefix={prefix!r})\n"
-            "spill.add(pa.record_batch([pa.array([1, 2])], names=['row']), np.array([0, 1]))\n"
-            "import time\n"
-            "deadline = time.monotonic() + 30\n"
-            "while len(list(spill.directory.iterdir())) < 3:  # written on a second thread\n"
-            "    assert time.monotonic() < deadline, 'the spill thread wrote nothing'\n"
-            "    time.sleep(0.01)\n"
-            "print(spill.directory)"
-        )
-    )
-    assert (left / OWNER_FILE).exists() and len(list(left.iterdir())) == 3
-    with BucketSpill(SCHEMA, prefix=prefix) as alive:
-        assert not left.exists()
-        with BucketSpill(SCHEMA, prefix=prefix) as second:
-            assert alive.directory.exists()  # a live spill is never taken for a dead one
-        assert not second.directory.exists()
-    assert not alive.directory.exists()
-
-
 def test_a_live_writer_is_never_swept_however_quiet(lake: Lake, day: str) -> None:
     target = lake.path(LANDING, day, "slow.jsonl")
     writing = lake.open_atomic(target)
@@ -135,17 +104,3 @@ def test_a_live_writer_is_never_swept_however_quiet(lake: Lake, day: str) -> Non
     assert lake.sweep_abandoned().files == 0
     writing.__exit__(None, None, None)
     assert lake.read_bytes(target) == b'{"task_type": "t"}\n'
-
-
-def test_spill_directories_without_an_owner_go_only_once_old() -> None:
-    prefix = f"llm-pipelines-test-{os.getpid()}-ownerless-"
-    young = Path(tempfile.mkdtemp(prefix=prefix))  # being created this instant
-    (young / f"{OWNER_FILE}.new").write_bytes(b"")
-    old = Path(tempfile.mkdtemp(prefix=prefix))  # left by a version without owner files
-    (old / "0.arrows").write_bytes(b"x")
-    _age(str(old), hours=2)
-    try:
-        assert sweep_abandoned_spills(prefix) == 1
-        assert young.exists() and not old.exists()
-    finally:
-        shutil.rmtree(young, ignore_errors=True)
