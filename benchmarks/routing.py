@@ -1,8 +1,9 @@
 """Routing benchmark: time and peak memory of routing one partition of the reference workload.
 
 Run: ``uv run python benchmarks/routing.py [--events N]``. Lands and validates the day in a
-child process, then routes it here (both passes, the cache and reuse decisions, the sorted
-spill), so the peak resident memory printed is routing's own. Last line JSON.
+child process, then routes it here (both passes, the cache and reuse decisions, the tasks
+file written by stretch of dispatch order), so the peak resident memory printed is routing's
+own. Last line JSON.
 """
 
 from __future__ import annotations

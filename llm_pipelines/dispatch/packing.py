@@ -236,20 +236,26 @@ def assign_batches(entry_bytes: np.ndarray, limits: BatchLimits) -> np.ndarray:
 def pack_assigned(
     chunks: Iterable[tuple[pa.RecordBatch, np.ndarray]],
     limits: BatchLimits,
+    counts: np.ndarray,
     *,
     id_column: str = "custom_id",
     params_column: str = "params",
 ) -> Iterator[PackedBatch | Oversized]:
     """Fill the batches that :func:`assign_batches` numbered, from rows in any order.
 
-    ``chunks`` pairs each record batch with its rows' batch numbers. Every batch seen is
-    filled at once (bodies spooled, so this costs local disk, not memory), each body holding
-    its rows in the order they come. Requests numbered :data:`OVERSIZED` are set aside as
-    they come, before any batch; the batches follow in ascending number once every chunk is
-    read. A batch that grows past ``limits`` raises: sizes that disagreed with the requests
-    would otherwise overfill it, and the provider would refuse it whole.
+    ``chunks`` pairs each record batch with its rows' batch numbers; batch ``n`` has
+    ``counts[n]`` rows. Each body holds its rows in the order they come (spooled, so an open
+    batch costs local disk, not memory). Batches are handed on in ascending number, each as
+    soon as it and every batch before it hold all their rows: rows that come roughly in batch
+    order keep only a batch or two open. Requests numbered :data:`OVERSIZED` are set aside
+    as they come.
+
+    Raises if a batch grows past ``limits`` or its count (sizes or numbers that disagree
+    with the rows would otherwise overfill it, and the provider would refuse it whole), or if
+    the chunks end with a batch short of rows: nothing is sent that is not whole.
     """
     batches: dict[int, PackedBatch] = {}
+    next_batch = 0
     try:
         # Rows are grouped by batch and serialised on a second thread (pyarrow, no GIL).
         for (chunk, meta, data, offsets), numbers in prefetched(
@@ -266,14 +272,29 @@ def pack_assigned(
                     continue
                 packed = batches.setdefault(number, PackedBatch(id_column))
                 packed.take_rows(data, offsets, meta, start, stop)
-                if packed.size > limits.max_bytes or packed.count > limits.max_requests:
+                if (
+                    packed.size > limits.max_bytes
+                    or packed.count > limits.max_requests
+                    or packed.count > counts[number]
+                ):
                     raise RuntimeError(
                         f"batch {number} came to {packed.count:,} requests and "
-                        f"{packed.size:,} bytes, over the provider's limits: the sizes it was "
-                        "assigned by disagree with its requests"
+                        f"{packed.size:,} bytes, over the provider's limits or the "
+                        f"{int(counts[number]):,} requests it was assigned: the sizes or "
+                        "numbers it was assigned by disagree with its requests"
                     )
-        for number in sorted(batches):
-            yield batches.pop(number)
+            while next_batch < len(counts) and (
+                next_batch in batches and batches[next_batch].count == counts[next_batch]
+            ):
+                yield batches.pop(next_batch)
+                next_batch += 1
+        if next_batch < len(counts):
+            held = batches[next_batch].count if next_batch in batches else 0
+            raise RuntimeError(
+                f"batch {next_batch} got {held:,} of its {int(counts[next_batch]):,} requests: "
+                "rows went missing between assigning and reading them (was the file rewritten "
+                "meanwhile?); nothing after it was sent"
+            )
     finally:
         for packed in batches.values():  # not handed on: an error, or the caller stopped
             packed.discard()

@@ -77,10 +77,6 @@ PACKED_COLUMNS = ["task_id", "request", "task_type", "requested_model"]
 """What the packer is given per task: id and request, plus the sidecar's metadata."""
 _ASSIGN_COLUMNS = ["task_id", "route", "dispatch_position", "request_bytes"]
 """What batches are assigned from, for the whole partition at once."""
-PACK_WINDOW_BYTES = 512 * 1024 * 1024
-"""Bodies filled in one read of the tasks file, spooled to local disk: two batches at the
-Anthropic limit. A read serves every batch whose requests share its row groups, so wider
-windows read less twice, at the cost of disk and of the first batch waiting longer."""
 
 
 @dataclass
@@ -243,11 +239,11 @@ def _fresh(
 
     Batches are assigned from narrow columns of the whole partition (ids, routes, dispatch
     positions, request sizes), filling them in dispatch order: tasks sharing a cached prefix
-    share a batch or consecutive ones. Then a *window* of consecutive batches (about
-    :data:`PACK_WINDOW_BYTES`) is filled in one read of the row groups holding their
-    requests: routing groups rows by stretch of dispatch order, so those row groups are few.
-    Requests too large for any batch are set aside with the first window. A pass with
-    nothing new to send (a retry pass) reads no request at all.
+    share a batch or consecutive ones. Then the row groups holding a task to send are read
+    once each, in the order of the first batch they hold: routing groups rows by stretch of
+    dispatch order, so each batch fills from a few row groups read one after another, and is
+    handed on once whole while the next fills. A pass with nothing new to send (a retry
+    pass) reads no request at all.
     """
     path = lake.path(TASKS, partition, TASKS_FILE)
     with lake.fs.open(path, "rb") as handle:
@@ -258,6 +254,7 @@ def _fresh(
                 "materialize routed_tasks for this partition again, then submit it"
             )
         narrow = parquet.read(columns=_ASSIGN_COLUMNS)
+        group_rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
     unsent = NotYetDone(BATCH, taken)
     send = unsent(narrow).to_numpy(zero_copy_only=False)
     stats.already_submitted += unsent.skipped
@@ -274,43 +271,49 @@ def _fresh(
     in_order = assign_batches(entry_bytes[order], limits)
     numbers = np.full(len(send), _NOT_SENT, dtype=np.int64)
     numbers[np.flatnonzero(send)[order]] = in_order
-    for first, last in _windows(in_order, entry_bytes[order]):
-        wanted = (numbers >= first) & (numbers <= last)
-        if first == 0:
-            wanted |= numbers == OVERSIZED
-        rows = lake.select_rows(path, [], lambda _, wanted=wanted: pa.array(wanted), PACKED_COLUMNS)
-        yield from pack_assigned(
-            _numbered(rows, numbers[wanted]), limits, id_column="task_id", params_column="request"
-        )
+    counts = np.bincount(in_order[in_order >= 0])
+
+    bounds = np.zeros(len(group_rows) + 1, dtype=np.int64)
+    np.cumsum(group_rows, out=bounds[1:])
+    first_batch = {}  # row group -> the lowest batch number it holds (OVERSIZED first)
+    for group in range(len(group_rows)):
+        held = numbers[bounds[group] : bounds[group + 1]]
+        held = held[held != _NOT_SENT]
+        if len(held):
+            first_batch[group] = int(held.min())
+    groups = sorted(first_batch, key=lambda group: (first_batch[group], group))
+    yield from pack_assigned(
+        _wanted_rows(lake.read_row_groups(path, groups, PACKED_COLUMNS), numbers, bounds),
+        limits,
+        counts,
+        id_column="task_id",
+        params_column="request",
+    )
 
 
 _NOT_SENT = OVERSIZED - 1
 """The batch number of a row that is not to be sent (another route, or already in a batch)."""
 
 
-def _windows(numbers: np.ndarray, entry_bytes: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Runs ``(first, last)`` of consecutive batch numbers whose bodies come to about
-    :data:`PACK_WINDOW_BYTES` together, at least one batch each; a first window even when
-    every request is set aside (:data:`OVERSIZED`)."""
-    sizes = np.bincount(numbers[numbers >= 0], weights=entry_bytes[numbers >= 0])
-    first, held = 0, 0.0
-    for number, size in enumerate(sizes.tolist()):
-        if number > first and held + size > PACK_WINDOW_BYTES:
-            yield first, number - 1
-            first, held = number, 0.0
-        held += size
-    yield first, max(first, len(sizes) - 1)
-
-
-def _numbered(
-    chunks: Iterator[pa.RecordBatch], numbers: np.ndarray
+def _wanted_rows(
+    parts: Iterator[tuple[int, pa.RecordBatch]], numbers: np.ndarray, bounds: np.ndarray
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Each chunk with its rows' batch numbers (``numbers`` holds them in the same order)."""
-    start = 0
-    for chunk in chunks:
-        yield chunk, numbers[start : start + chunk.num_rows]
-        start += chunk.num_rows
-    assert start == len(numbers), "every selected row was read"
+    """Each part of a row group, without the rows not to send, with its rows' batch numbers.
+
+    ``numbers`` holds every row's batch number in file order, ``bounds`` where each row
+    group starts in it; a row group's parts come one after another, in order.
+    """
+    group, offset = -1, 0
+    for part_group, part in parts:
+        if part_group != group:
+            group, offset = part_group, int(bounds[part_group])
+        held = numbers[offset : offset + part.num_rows]
+        offset += part.num_rows
+        wanted = held != _NOT_SENT
+        if wanted.all():
+            yield part, held
+        elif wanted.any():
+            yield part.filter(pa.array(wanted)), held[wanted]
 
 
 def _retries(

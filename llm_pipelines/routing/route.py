@@ -74,6 +74,10 @@ PENDING_BYTES = 96 * 1024 * 1024
 """Rows waiting in memory for their stretch's next row group, all stretches together."""
 ROW_GROUP_BYTES = (512 * 1024, 16 * 1024 * 1024)
 """Smallest and largest row group written (by request bytes): more stretches, smaller ones."""
+MAX_PENDING_CHUNKS = 8
+"""A stretch is written once it holds rows of this many chunks, however few bytes: each row
+waiting is a slice that keeps its whole chunk in memory, and a small stretch (a route's
+last) gets a few rows of every chunk, so it would otherwise keep them all."""
 ROW_ALLOWANCE_BYTES = 256
 """Bytes a routed row holds besides its request, when sizing row groups."""
 EXPECTED_OUTPUT_SHARE = 0.5
@@ -194,7 +198,8 @@ class _RowGroupsByStretch:
 
     Every stretch has a buffer, filled as its tasks arrive; it is written once it holds a
     row group's worth (:data:`PENDING_BYTES` shared among the stretches, within
-    :data:`ROW_GROUP_BYTES`). Real-time row groups are sorted by dispatch position.
+    :data:`ROW_GROUP_BYTES`) or rows of :data:`MAX_PENDING_CHUNKS` chunks, which bounds the
+    chunks held in memory. Real-time row groups are sorted by dispatch position.
     """
 
     def __init__(self, out: RowWriter, stretch_route: np.ndarray) -> None:
@@ -216,7 +221,10 @@ class _RowGroupsByStretch:
             key = int(stretch[start])
             self._pending.setdefault(key, []).append(rows.slice(start, end - start))
             self._bytes[key] += int(weight[start:end].sum())
-            if self._bytes[key] >= self._group_bytes:
+            if (
+                self._bytes[key] >= self._group_bytes
+                or len(self._pending[key]) >= MAX_PENDING_CHUNKS
+            ):
                 self._write(key)
 
     def flush(self) -> None:

@@ -374,14 +374,29 @@ class Lake:
                 if not pc.any(mask.slice(start, rows)).as_py():
                     start += rows
                     continue
-                # A row group of long requests is tens of MB: read it a few MB at a time.
-                for part in parquet.iter_batches(READ_BATCH_ROWS, row_groups=[group], columns=wide):
+                for part in _row_group_parts(parquet, group, wide):
                     table = narrow.slice(start, part.num_rows)
                     for field in part.schema:
                         table = table.append_column(field, part[field.name])
                     kept = table.filter(mask.slice(start, part.num_rows)).select(columns)
                     start += part.num_rows
                     yield from kept.to_batches()
+
+    def read_row_groups(
+        self, path: str, groups: Iterable[int], columns: list[str]
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """``(group, part)``: the given row groups of one parquet file, in the order given,
+        each read in parts of a few MB; read ahead on a second thread."""
+        yield from prefetched(self._read_row_groups(path, groups, columns))
+
+    def _read_row_groups(
+        self, path: str, groups: Iterable[int], columns: list[str]
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        with self.fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in groups:
+                for part in _row_group_parts(parquet, group, columns):
+                    yield group, part
 
     def read_table(
         self,
@@ -402,3 +417,11 @@ class Lake:
         """Row count from a parquet footer, without reading the data."""
         with self.fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
+
+
+def _row_group_parts(
+    parquet: pq.ParquetFile, group: int, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """One row group in parts of :data:`READ_BATCH_ROWS` rows: a row group of long requests
+    is tens of MB."""
+    yield from parquet.iter_batches(READ_BATCH_ROWS, row_groups=[group], columns=columns)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from llm_pipelines.costs import default_price_table
 from llm_pipelines.demo.workload import generate_tasks
-from llm_pipelines.dispatch import submit
 from llm_pipelines.dispatch.packing import ENVELOPE_BYTES, Oversized, PackedBatch, request_entry
 from llm_pipelines.dispatch.submit import batch_payloads
 from llm_pipelines.providers import BatchLimits
+from llm_pipelines.routing import default_policy, route
 from llm_pipelines.storage import Lake, LandingZone
 from llm_pipelines.storage.datasets import TASKS, TASKS_FILE
 
@@ -40,8 +43,8 @@ def routed(lake: Lake, day: str, materialize_assets) -> pa.Table:
     return lake.read_table([lake.path(TASKS, day, TASKS_FILE)])
 
 
-def test_batches_are_filled_in_dispatch_order_one_window_or_many(
-    lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
+def test_batches_are_filled_in_dispatch_order_whatever_the_file_order(
+    lake: Lake, day: str, routed: pa.Table
 ) -> None:
     batch = routed.filter(pa.compute.equal(routed["route"], "batch")).sort_by("dispatch_position")
     in_dispatch_order = batch["task_id"].to_pylist()
@@ -56,10 +59,6 @@ def test_batches_are_filled_in_dispatch_order_one_window_or_many(
     runs = [sorted(ids, key=in_dispatch_order.index) for ids in whole]
     assert [t for ids in runs for t in ids] == in_dispatch_order
 
-    # Bodies held at once capped at about two batches: the same batches, several reads.
-    monkeypatch.setattr(submit, "PACK_WINDOW_BYTES", 2 * LIMITS.max_bytes)
-    assert _bodies(lake, day) == whole
-
 
 def test_tasks_already_in_a_batch_are_left_out_and_the_rest_repacked(
     lake: Lake, day: str, routed: pa.Table
@@ -70,13 +69,12 @@ def test_tasks_already_in_a_batch_are_left_out_and_the_rest_repacked(
     assert sorted(t for ids in rest for t in ids) == sorted(t for ids in whole[1::2] for t in ids)
 
 
-def test_oversized_requests_are_set_aside_once_with_the_first_window(
-    lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
+def test_oversized_requests_are_set_aside_once_and_the_rest_packed(
+    lake: Lake, day: str, routed: pa.Table
 ) -> None:
     batch = routed.filter(pa.compute.equal(routed["route"], "batch"))
     largest = int(np.max(batch["request_bytes"].to_numpy()))
     limits = BatchLimits(max_requests=7, max_bytes=largest)  # the largest one cannot fit
-    monkeypatch.setattr(submit, "PACK_WINDOW_BYTES", 2 * limits.max_bytes)
     items = list(batch_payloads(lake, day, limits))
     aside = [item.custom_id for item in items if isinstance(item, Oversized)]
     packed = [t for item in items if isinstance(item, PackedBatch) for t in item.custom_ids]
@@ -97,3 +95,17 @@ def test_a_tasks_file_from_an_older_routing_asks_to_be_routed_again(
         pq.write_table(routed.drop_columns(["dispatch_position", "request_bytes"]), handle)
     with pytest.raises(ValueError, match="materialize routed_tasks for this partition again"):
         list(batch_payloads(lake, day, LIMITS))
+
+
+def test_the_same_batches_from_many_small_row_groups(
+    lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is filled from several row groups, read in the order of their first batch:
+    the batches are those of a file with one row group per route."""
+    whole = _bodies(lake, day)
+    monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * LIMITS.max_bytes // 7)
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (LIMITS.max_bytes // 7, 1 << 20))
+    route.route_partition(lake, day, default_policy(), default_price_table(), datetime.now(UTC))
+    with lake.fs.open(lake.path(TASKS, day, TASKS_FILE), "rb") as handle:
+        assert pq.ParquetFile(handle).num_row_groups > len(whole)
+    assert [sorted(ids) for ids in _bodies(lake, day)] == [sorted(ids) for ids in whole]

@@ -204,11 +204,11 @@ def test_batches_assigned_in_dispatch_order_match_the_plain_rule_from_any_storag
             strict=True,
         )
     ]
+    counts = np.bincount(numbers[numbers >= 0])
     set_aside: list[int] = []
     batches: list[list[int]] = []
-    for item in pack_assigned(chunks, limits):
+    for item in pack_assigned(chunks, limits, counts):
         if isinstance(item, Oversized):
-            assert not batches, "requests set aside come before the batches"
             set_aside.append(item.row["meta"])
             continue
         body = item.close()
@@ -231,4 +231,40 @@ def test_sizes_that_disagree_with_the_requests_fail_instead_of_overfilling() -> 
     numbers = assign_batches(understated, limits)
     assert set(numbers.tolist()) == {0}
     with pytest.raises(RuntimeError, match="over the provider's limits"):
-        list(pack_assigned([(next(_chunks(items)), numbers)], limits))
+        list(pack_assigned([(next(_chunks(items)), numbers)], limits, np.array([6])))
+
+
+def test_a_batch_short_of_rows_is_never_handed_on() -> None:
+    """Rows lost between assigning and reading (the file rewritten meanwhile, say) stop the
+    pass at that batch: a batch missing a task would otherwise be sent without it."""
+    limits = BatchLimits(max_requests=2, max_bytes=10_000)
+    items = [(f"t{i}", TINY, i) for i in range(6)]
+    numbers = np.array([0, 0, 1, 1, 2, 2])
+    rows = next(_chunks(items))
+    # Batch 1 loses a row: batch 0 goes, nothing from batch 1 on.
+    partial = [(rows.slice(0, 3), numbers[:3]), (rows.slice(4, 2), numbers[4:])]
+    handed_on = []
+    with pytest.raises(RuntimeError, match="batch 1 got 1 of its 2 requests"):
+        for item in pack_assigned(partial, limits, np.array([2, 2, 2])):
+            handed_on.append(item.custom_ids)
+    assert handed_on == [["t0", "t1"]]
+
+
+def test_each_batch_is_handed_on_as_soon_as_it_is_whole() -> None:
+    """Rows read in batch order keep one body open: batch n goes before batch n+1 is read."""
+    limits = BatchLimits(max_requests=2, max_bytes=10_000)
+    items = [(f"t{i}", TINY, i) for i in range(6)]
+    numbers = np.array([0, 0, 1, 1, 2, 2])
+    read: list[int] = []
+
+    def chunks() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        for start in range(0, 6, 2):
+            read.append(start)
+            yield next(_chunks(items[start : start + 2])), numbers[start : start + 2]
+
+    seen_when_handed_on = [
+        (item.custom_ids, len(read)) for item in pack_assigned(chunks(), limits, np.full(3, 2))
+    ]
+    # The chunks are read ahead on a thread, at most a chunk or two beyond the batch.
+    assert [ids for ids, _ in seen_when_handed_on] == [["t0", "t1"], ["t2", "t3"], ["t4", "t5"]]
+    assert seen_when_handed_on[0][1] < 3
