@@ -16,15 +16,16 @@ Two streaming passes over the partition's events, with the whole-partition decis
    the offsets intake recorded, see :func:`~llm_pipelines.routing.caching.rewrite`), and
    write them to ``tasks/dt=D/tasks.parquet`` with their ``dispatch_position``, grouped by
    *stretch* of dispatch order: each row group holds tasks of one route whose positions lie
-   within :data:`DISPATCH_STRETCH_BYTES` of requests, in arrival order (real-time ones in
-   dispatch order, as that path sends in file order).
+   within :data:`DISPATCH_STRETCH_BYTES` of requests (or more, see :data:`MAX_STRETCHES`), in
+   arrival order (real-time ones in dispatch order, as that path sends in file order).
 
 The file is not sorted row by row: that meant spilling every request to local disk and
 reading it back, half of routing's time at a million tasks. Stretches need only one small
 buffer each in memory. The packer assigns tasks to batches in dispatch order
 (:func:`~llm_pipelines.dispatch.packing.assign_batches`), so tasks sharing a prefix go to the
-same batch or consecutive ones across the *whole* partition, and finds each batch's requests
-in the few row groups of its stretches; a dispatcher reads only its own route's row groups.
+same batch or consecutive ones across the *whole* partition, and reads each row group once,
+stretch by stretch, handing each batch on once whole; a dispatcher reads only its own
+route's row groups.
 """
 
 from __future__ import annotations
@@ -68,8 +69,13 @@ __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 ROUTE_CHUNK_ROWS = 2_048
 """Events per chunk in both passes: requests can be long, so chunks stay small."""
 DISPATCH_STRETCH_BYTES = 64 * 1024 * 1024
-"""Requests (by bytes) in one stretch of dispatch order: a batch (256 MB) is read from the
-row groups of about five stretches, reading about a quarter more than it holds."""
+"""Requests (by bytes) in one stretch of dispatch order, at least. The packer reads each row
+group once, in stretch order, so a batch (256 MB) is filled from about five stretches while
+its neighbours wait on local disk; smaller stretches mean fewer bodies open at once."""
+MAX_STRETCHES = 48
+"""Beyond this many stretches (3 GB of requests) stretches grow instead: every stretch has
+rows waiting in :data:`PENDING_BYTES`, so more of them would make ever smaller row groups
+(row groups would grow with the square of the partition)."""
 PENDING_BYTES = 96 * 1024 * 1024
 """Rows waiting in memory for their stretch's next row group, all stretches together."""
 ROW_GROUP_BYTES = (512 * 1024, 16 * 1024 * 1024)
@@ -336,12 +342,13 @@ def _decide(
     ).to_numpy()
     position = np.empty(rows, dtype=np.int64)
     position[order] = np.arange(rows)
-    # Stretches: about DISPATCH_STRETCH_BYTES of requests each, in dispatch order; a new one
-    # starts with each route, so a row group never mixes routes.
+    # Stretches: about DISPATCH_STRETCH_BYTES of requests each (more in a large partition),
+    # in dispatch order; a new one starts with each route, so a row group never mixes routes.
     weight = plan["request_bytes"].to_numpy()[order] + ROW_ALLOWANCE_BYTES
+    stretch_bytes = max(DISPATCH_STRETCH_BYTES, int(weight.sum()) // MAX_STRETCHES + 1)
     routes_in_order = route_code[order]
     starts = np.ones(rows, dtype=bool)
-    starts[1:] = (np.diff((np.cumsum(weight) - weight) // DISPATCH_STRETCH_BYTES) != 0) | (
+    starts[1:] = (np.diff((np.cumsum(weight) - weight) // stretch_bytes) != 0) | (
         np.diff(routes_in_order) != 0
     )
     stretch_in_order = np.cumsum(starts) - 1

@@ -189,6 +189,30 @@ def test_prefix_groups_are_contiguous_in_dispatch_order_and_across_batches(
         assert set(numbers) == set(range(numbers[0], numbers[-1] + 1)), group
 
 
+def test_stretches_grow_past_their_cap_instead_of_multiplying(
+    lake: Lake, day: str, materialize_assets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stretch per task would make a row group per task; capped, each route's tasks share
+    at most two stretches, and each stretch is written as one row group."""
+    LandingZone(lake).append(_interleaved(), partition=day)
+    materialize_assets(["raw_llm_events"])
+    monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 1)  # uncapped: one task a stretch
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (1 << 30, 1 << 30))
+    path = lake.path(TASKS, day, TASKS_FILE)
+
+    def row_groups() -> int:
+        route.route_partition(lake, day, default_policy(), default_price_table(), datetime.now(UTC))
+        with lake.fs.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).num_row_groups
+
+    tasks = sum(len(group) for group in GROUPS.values())
+    monkeypatch.setattr(route, "MAX_STRETCHES", 10_000)
+    assert row_groups() == tasks
+    monkeypatch.setattr(route, "MAX_STRETCHES", 2)
+    routes = len(set(lake.read_table([path], ["route"])["route"].to_pylist()))
+    assert routes <= row_groups() <= routes + 1  # a route boundary starts a stretch too
+
+
 def test_marked_prefixes_are_written_once_then_read_through_the_emulator(
     lake: Lake, day: str, materialize_assets, tick_sensor
 ) -> None:
