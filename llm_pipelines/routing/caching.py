@@ -338,16 +338,21 @@ def rewrite_column(
     system: pa.Array,
     document: pa.Array,
     ttls: list[str],
+    order: np.ndarray | None = None,
 ) -> pa.Array:
     """:func:`rewrite` for a column of requests, row by row, with their ``events.shape``.
 
     Requests that do not change are kept as they are, the others are mostly spliced
     (:func:`splice`); the new column is joined at once from slices of the old one and a few
     new bytes, so each request is copied once, not into a Python object and again into the
-    column. If none changes, the column itself is returned.
+    column. If none changes (and ``order`` is not given), the column itself is returned.
+
+    ``order`` reorders the rows in the same single copy: row ``i`` of the result is row
+    ``order[i]`` of ``requests``; every other argument is given in the result's order.
     """
     rows = len(requests)
     data, starts = string_buffer(requests)
+    source = range(rows) if order is None else order.tolist()
     changed = False
     pieces: list[Bytes] = []
     ends = array("i", [0]) * (rows + 1)
@@ -365,7 +370,8 @@ def rewrite_column(
             strict=True,
         )
     ):
-        request = data[starts[i] : starts[i + 1]]
+        row = source[i]
+        request = data[starts[row] : starts[row + 1]]
         if mark_system or mark_document or target != requested:
             changed = True
             change = Change(requested, target, mark_system, mark_document, ttl)
@@ -378,7 +384,7 @@ def rewrite_column(
             pieces.append(request)
             size += len(request)
         ends[i + 1] = size
-    if not changed:
+    if not changed and order is None:
         return requests
     return pa.StringArray.from_buffers(rows, pa.py_buffer(ends), pa.py_buffer(b"".join(pieces)))
 

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -492,50 +493,82 @@ def _routed_chunks(
     decisions: _Decisions,
     chunk_rows: int,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Pass 2: the events with their decisions applied, and each row's stretch."""
+    """Pass 2: the events with their decisions applied, ordered by stretch, and each row's
+    stretch (so each stretch's rows are one run)."""
     offset = 0
     for chunk in lake.iter_batches([events_path], batch_size=chunk_rows):
         start, rows = offset, chunk.num_rows
         offset += rows
-        route = decisions.route.slice(start, rows)
-        model = decisions.model.slice(start, rows)
-        requests, prefixes = _rewrite(chunk, model, route, decisions, start)
-        columns = {field.name: chunk[field.name] for field in EVENT_FIELDS}
+        stretch = decisions.stretch[start : start + rows]
+        order = np.argsort(stretch, kind="stable") if np.any(np.diff(stretch) < 0) else None
+        pick = _Picker(start, rows, order)
+        events = pick(chunk.drop_columns(["request"]))
+        route, model = pick.of_partition(decisions.route), pick.of_partition(decisions.model)
+        # The requests are reordered by the rewrite itself: one copy of each, not two.
+        requests, prefixes = _rewrite(
+            events, chunk["request"], order, model, route, decisions, pick
+        )
+        columns = {
+            field.name: events[field.name] for field in EVENT_FIELDS if field.name != "request"
+        }
         columns.update(
             model=model,
             request=requests,
             route=route,
-            rule=decisions.rule.slice(start, rows),
-            requested_model=chunk["model"],
+            rule=pick.of_partition(decisions.rule),
+            requested_model=events["model"],
             prefix_key=prefixes,
-            request_key=decisions.request_key.slice(start, rows),
-            reuse_of=decisions.reuse_of.slice(start, rows),
-            reuse_partition=decisions.reuse_partition.slice(start, rows),
-            est_cost_usd=decisions.est_cost_usd.slice(start, rows),
-            dispatch_position=pa.array(decisions.position[start : start + rows]),
+            request_key=pick.of_partition(decisions.request_key),
+            reuse_of=pick.of_partition(decisions.reuse_of),
+            reuse_partition=pick.of_partition(decisions.reuse_partition),
+            est_cost_usd=pick.of_partition(decisions.est_cost_usd),
+            dispatch_position=pa.array(pick.of_partition(decisions.position)),
             request_bytes=pc.binary_length(requests),
         )
-        yield (
-            pa.RecordBatch.from_pydict(columns, schema=TASKS_SCHEMA),
-            decisions.stretch[start : start + rows],
-        )
+        yield pa.RecordBatch.from_pydict(columns, schema=TASKS_SCHEMA), pick(stretch)
+
+
+@dataclass(frozen=True)
+class _Picker:
+    """A chunk's rows in ``order`` (None: as they are), of the chunk's own columns or, with
+    :meth:`of_partition`, of a whole-partition column."""
+
+    start: int
+    rows: int
+    order: np.ndarray | None
+
+    def __call__(self, values: Any) -> Any:
+        if self.order is None:
+            return values
+        return values[self.order] if isinstance(values, np.ndarray) else values.take(self.order)
+
+    def of_partition(self, values: Any) -> Any:
+        return self(values[self.start : self.start + self.rows])
 
 
 def _rewrite(
-    chunk: pa.RecordBatch, model: pa.Array, route: pa.Array, decisions: _Decisions, start: int
+    events: pa.RecordBatch,
+    requests: pa.Array,
+    order: np.ndarray | None,
+    model: pa.Array,
+    route: pa.Array,
+    decisions: _Decisions,
+    pick: _Picker,
 ) -> tuple[pa.Array, pa.Array]:
-    """Requests as they will be sent (model, breakpoints) and their ``prefix_key``."""
-    rows = chunk.num_rows
-    mark_system = decisions.mark_system.slice(start, rows)
-    mark_document = decisions.mark_document.slice(start, rows)
+    """Requests as they will be sent (model, breakpoints), in ``order``, and their
+    ``prefix_key``; ``events`` and the other columns are in that order already."""
+    rows = events.num_rows
+    mark_system = pick.of_partition(decisions.mark_system)
+    mark_document = pick.of_partition(decisions.mark_document)
     requests = caching.rewrite_column(
-        chunk["request"],
-        chunk["shape"],
-        requested_models=chunk["model"],
+        requests,
+        events["shape"],
+        requested_models=events["model"],
         models=model,
         system=mark_system,
         document=mark_document,
         ttls=[decisions.ttl.get(path, "") for path in route.to_pylist()],
+        order=order,
     )
     prefixes: list[str | None] = [None] * rows
     if pc.any(pc.or_(mark_system, mark_document)).as_py():
@@ -543,8 +576,8 @@ def _rewrite(
             zip(
                 mark_system.to_pylist(),
                 mark_document.to_pylist(),
-                decisions.system_key.slice(start, rows).to_pylist(),
-                decisions.document_key.slice(start, rows).to_pylist(),
+                pick.of_partition(decisions.system_key).to_pylist(),
+                pick.of_partition(decisions.document_key).to_pylist(),
                 strict=True,
             )
         ):

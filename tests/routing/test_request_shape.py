@@ -180,6 +180,20 @@ def test_a_column_is_rewritten_as_each_of_its_requests_would_be(
             ttls=[ttl for *_, ttl in rows],
         )
     assert [value.encode() for value in rewritten.to_pylist()] == expected
+    # Reordered in the same pass (routing groups rows by stretch so): row i is row order[i],
+    # every other argument given in the new order; unchanged rows too.
+    order = np.arange(len(rows))[::-1].copy()
+    reordered = caching.rewrite_column(
+        column,
+        shapes.slice(skip).take(order),
+        requested_models=pa.array([rows[i][0]["model"] for i in order]),
+        models=pa.array([rows[i][1] for i in order]),
+        system=pa.array([system[i] for i in order]),
+        document=pa.array([document[i] for i in order]),
+        ttls=[rows[i][4] for i in order],
+        order=order,
+    )
+    assert [value.encode() for value in reordered.to_pylist()] == [expected[i] for i in order]
     # Only a shared document or a system prompt given as blocks is parsed; the rest is spliced.
     assert len(reparsed) == sum(
         (params["model"] != target or system[i] or document[i])
