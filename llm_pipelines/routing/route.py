@@ -76,15 +76,13 @@ its neighbours wait on local disk; smaller stretches mean fewer bodies open at o
 MAX_STRETCHES = 48
 """Beyond this many stretches (3 GB of requests) stretches grow instead: every stretch has
 rows waiting in :data:`PENDING_BYTES`, so more of them would make ever smaller row groups
-(row groups would grow with the square of the partition)."""
+(row groups would grow with the square of the partition). A route's first task starts a
+stretch too, so there can be a few more."""
 PENDING_BYTES = 96 * 1024 * 1024
-"""Rows waiting in memory for their stretch's next row group, all stretches together."""
-ROW_GROUP_BYTES = (512 * 1024, 16 * 1024 * 1024)
-"""Smallest and largest row group written (by request bytes): more stretches, smaller ones."""
-MAX_PENDING_CHUNKS = 8
-"""A stretch is written once it holds rows of this many chunks, however few bytes: each row
-waiting is a slice that keeps its whole chunk in memory, and a small stretch (a route's
-last) gets a few rows of every chunk, so it would otherwise keep them all."""
+"""Routed chunks kept in memory while rows of theirs wait for their stretch's next row group.
+A waiting row is a slice that keeps its whole chunk alive, so whole chunks are counted."""
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+"""The largest row group written, by request bytes."""
 ROW_ALLOWANCE_BYTES = 256
 """Bytes a routed row holds besides its request, when sizing row groups."""
 EXPECTED_OUTPUT_SHARE = 0.5
@@ -203,35 +201,54 @@ def _route(
 class _RowGroupsByStretch:
     """Routed rows, buffered per stretch of dispatch order and written a row group at a time.
 
-    Every stretch has a buffer, filled as its tasks arrive; it is written once it holds a
-    row group's worth (:data:`PENDING_BYTES` shared among the stretches, within
-    :data:`ROW_GROUP_BYTES`) or rows of :data:`MAX_PENDING_CHUNKS` chunks, which bounds the
-    chunks held in memory. Real-time row groups are sorted by dispatch position.
+    Rows wait as slices of the chunk they came in, which keep the whole chunk in memory. So
+    the chunks held are what is counted: past :data:`PENDING_BYTES`, every stretch holding a
+    row of the oldest chunk is written, which lets that chunk go. With tasks arriving evenly
+    that writes every stretch every dozen chunks or so; a stretch is also written once it
+    holds :data:`ROW_GROUP_BYTES`. Real-time row groups are sorted by dispatch position.
     """
 
     def __init__(self, out: RowWriter, stretch_route: np.ndarray) -> None:
         self._out = out
         self._realtime = stretch_route == ROUTES.index(REALTIME)
-        smallest, largest = ROW_GROUP_BYTES
-        self._group_bytes = max(smallest, min(largest, PENDING_BYTES // max(len(stretch_route), 1)))
         self._pending: dict[int, list[pa.RecordBatch]] = {}
-        self._bytes = np.zeros(len(stretch_route), dtype=np.int64)
+        self._bytes: dict[int, int] = {}
+        """Request bytes waiting, per stretch."""
+        self._chunks_of: dict[int, set[int]] = {}
+        """Per stretch, the chunks its waiting rows keep."""
+        self._holders: dict[int, set[int]] = {}
+        """Per chunk held, the stretches with rows of it waiting."""
+        self._chunk_bytes: dict[int, int] = {}
+        self._chunks = 0
+        self.held_bytes = 0
+        """Bytes of the chunks held now."""
 
     def add(self, rows: pa.RecordBatch, stretch: np.ndarray) -> None:
-        """Queue each row under its stretch; write the stretches that hold a row group's worth."""
-        order = np.argsort(stretch, kind="stable")
-        if np.any(order[1:] < order[:-1]):
-            rows, stretch = rows.take(pa.array(order)), stretch[order]
+        """Queue a chunk's rows, grouped by stretch (``stretch`` ascending), each under its
+        stretch; write stretches as the budget and the row group size ask."""
+        if not rows.num_rows:
+            return
+        if np.any(np.diff(stretch) < 0):
+            raise ValueError("a routed chunk's rows must come grouped by stretch")
+        chunk, self._chunks = self._chunks, self._chunks + 1
+        self._chunk_bytes[chunk] = rows.nbytes
+        self.held_bytes += rows.nbytes
+        self._holders[chunk] = set()
         weight = rows["request_bytes"].to_numpy() + ROW_ALLOWANCE_BYTES
         starts = np.flatnonzero(np.diff(stretch)) + 1
+        full = []
         for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(stretch)], strict=True):
             key = int(stretch[start])
             self._pending.setdefault(key, []).append(rows.slice(start, end - start))
-            self._bytes[key] += int(weight[start:end].sum())
-            if (
-                self._bytes[key] >= self._group_bytes
-                or len(self._pending[key]) >= MAX_PENDING_CHUNKS
-            ):
+            self._bytes[key] = self._bytes.get(key, 0) + int(weight[start:end].sum())
+            self._chunks_of.setdefault(key, set()).add(chunk)
+            self._holders[chunk].add(key)
+            if self._bytes[key] >= ROW_GROUP_BYTES:
+                full.append(key)
+        for key in full:  # once the chunk's every row is queued: it is let go once, whole
+            self._write(key)
+        while self.held_bytes > PENDING_BYTES and self._holders:
+            for key in sorted(self._holders[min(self._holders)]):
                 self._write(key)
 
     def flush(self) -> None:
@@ -244,7 +261,13 @@ class _RowGroupsByStretch:
         if self._realtime[key]:
             group = group.sort_by("dispatch_position")
         self._out.add_batch(group)
-        self._bytes[key] = 0
+        del self._bytes[key]
+        for chunk in self._chunks_of.pop(key):
+            holders = self._holders[chunk]
+            holders.discard(key)
+            if not holders:  # no row of it waits any more
+                del self._holders[chunk]
+                self.held_bytes -= self._chunk_bytes.pop(chunk)
 
 
 def _plan(

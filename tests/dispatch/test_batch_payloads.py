@@ -105,7 +105,7 @@ def test_the_same_batches_from_many_small_row_groups(
     whole = _bodies(lake, day)
     monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * LIMITS.max_bytes // 7)
     monkeypatch.setattr(route, "MAX_STRETCHES", 10_000)
-    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (LIMITS.max_bytes // 7, 1 << 20))
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", LIMITS.max_bytes // 7)
     route.route_partition(lake, day, default_policy(), default_price_table(), datetime.now(UTC))
     with lake.fs.open(lake.path(TASKS, day, TASKS_FILE), "rb") as handle:
         assert pq.ParquetFile(handle).num_row_groups > len(whole)

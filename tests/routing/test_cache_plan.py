@@ -137,7 +137,7 @@ def test_prefix_groups_are_contiguous_in_dispatch_order_and_across_batches(
     # Read 4 events at a time, stretches of ~3 tasks, a row group per ~2 tasks: the order
     # must still be global, not per chunk, stretch or row group.
     monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * (SONNET_MIN_CHARS + 600))
-    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (2 * (SONNET_MIN_CHARS + 600), 1 << 20))
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", 2 * (SONNET_MIN_CHARS + 600))
     stats = route.route_partition(
         lake, day, default_policy(), default_price_table(), datetime.now(UTC), chunk_rows=4
     )
@@ -197,7 +197,7 @@ def test_stretches_grow_past_their_cap_instead_of_multiplying(
     LandingZone(lake).append(_interleaved(), partition=day)
     materialize_assets(["raw_llm_events"])
     monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 1)  # uncapped: one task a stretch
-    monkeypatch.setattr(route, "ROW_GROUP_BYTES", (1 << 30, 1 << 30))
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", 1 << 30)
     path = lake.path(TASKS, day, TASKS_FILE)
 
     def row_groups() -> int:
