@@ -89,8 +89,9 @@ def task_requests(lake: Lake, partition: str, task_ids: list[str]) -> dict[str, 
     wanted = pa.array(sorted(set(task_ids)), pa.string())
     found: dict[str, str] = {}
     path = lake.path(TASKS, partition, TASKS_FILE)
-    # Only row groups holding one of them are decompressed: a batch's tasks sit together in
-    # the tasks file, so collecting every batch does not read the whole file each time.
+    # Only row groups holding one of them are decompressed: a batch's tasks sit in the row
+    # groups of a stretch or two of dispatch order, so collecting every batch does not read
+    # the whole file each time.
     rows = lake.select_rows(
         path,
         ["task_id"],

@@ -51,7 +51,7 @@ from llm_pipelines.storage.datasets import (
     utcnow,
     write_manifest,
 )
-from llm_pipelines.storage.lake import Lake
+from llm_pipelines.storage.lake import Lake, read_row_groups
 from llm_pipelines.storage.lease import DEFAULT_LEASE_TTL_S, PartitionLease, partition_lease
 from llm_pipelines.tasks import ids_digest
 
@@ -240,12 +240,15 @@ def _fresh(
     Batches are assigned from narrow columns of the whole partition (ids, routes, dispatch
     positions, request sizes), filling them in dispatch order: tasks sharing a cached prefix
     share a batch or consecutive ones. Then the row groups holding a task to send are read
-    once each, in the order of the first batch they hold: routing groups rows by stretch of
+    once each, in dispatch order of their first task: routing groups rows by stretch of
     dispatch order, so each batch fills from a few row groups read one after another, and is
-    handed on once whole while the next fills. A pass with nothing new to send (a retry
-    pass) reads no request at all.
+    handed on once whole while the next fills. The order depends on the file alone, so a
+    batch packed again after a crash holds the same requests in the same order. A pass with
+    nothing new to send (a retry pass) reads no request at all.
     """
     path = lake.path(TASKS, partition, TASKS_FILE)
+    # One open file for the sizes and the requests: a re-routing that replaces the file
+    # meanwhile must not pair the batch numbers of one file with the rows of another.
     with lake.fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         if "dispatch_position" not in parquet.schema_arrow.names:
@@ -253,15 +256,50 @@ def _fresh(
                 f"{path} was written by an older routing, without dispatch positions: "
                 "materialize routed_tasks for this partition again, then submit it"
             )
-        narrow = parquet.read(columns=_ASSIGN_COLUMNS)
-        group_rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+        plan = _assign(parquet, limits, taken, stats)
+        if plan is None:
+            return
+        parts = read_row_groups(parquet, plan.groups, PACKED_COLUMNS)
+        yield from pack_assigned(
+            _wanted_rows(parts, plan),
+            limits,
+            plan.counts,
+            id_column="task_id",
+            params_column="request",
+        )
+
+
+_NOT_SENT = OVERSIZED - 1
+"""The batch number of a row that is not to be sent (another route, or already in a batch)."""
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    """Where each row of the tasks file goes, and the order to read its row groups in."""
+
+    numbers: np.ndarray
+    """Every row's batch number, in file order (:data:`_NOT_SENT`: none)."""
+    counts: np.ndarray
+    """Rows of each batch."""
+    bounds: np.ndarray
+    """Where each row group starts among the rows (and where the last ends)."""
+    groups: list[int]
+    """The row groups holding a row to send, in the order to read them."""
+    task_ids: pa.ChunkedArray
+    """Every row's id, to check the rows read against."""
+
+
+def _assign(
+    parquet: pq.ParquetFile, limits: BatchLimits, taken: pa.Array, stats: SubmitStats
+) -> _Assignment | None:
+    """Batch numbers for the file's batch-routed rows not in ``taken`` (None: none to send)."""
+    narrow = parquet.read(columns=_ASSIGN_COLUMNS)
     unsent = NotYetDone(BATCH, taken)
     send = unsent(narrow).to_numpy(zero_copy_only=False)
     stats.already_submitted += unsent.skipped
     if not send.any():
-        return
+        return None
     kept = narrow.filter(pa.array(send))
-    del narrow
     entry_bytes = (
         pc.binary_length(kept["task_id"]).to_numpy()
         + kept["request_bytes"].to_numpy()
@@ -271,43 +309,43 @@ def _fresh(
     in_order = assign_batches(entry_bytes[order], limits)
     numbers = np.full(len(send), _NOT_SENT, dtype=np.int64)
     numbers[np.flatnonzero(send)[order]] = in_order
-    counts = np.bincount(in_order[in_order >= 0])
 
+    group_rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
     bounds = np.zeros(len(group_rows) + 1, dtype=np.int64)
     np.cumsum(group_rows, out=bounds[1:])
-    first_batch = {}  # row group -> the lowest batch number it holds (OVERSIZED first)
+    positions = narrow["dispatch_position"].to_numpy()
+    first_position = {}  # row group -> dispatch position of its first row, of any route
     for group in range(len(group_rows)):
-        held = numbers[bounds[group] : bounds[group + 1]]
-        held = held[held != _NOT_SENT]
-        if len(held):
-            first_batch[group] = int(held.min())
-    groups = sorted(first_batch, key=lambda group: (first_batch[group], group))
-    yield from pack_assigned(
-        _wanted_rows(lake.read_row_groups(path, groups, PACKED_COLUMNS), numbers, bounds),
-        limits,
-        counts,
-        id_column="task_id",
-        params_column="request",
+        rows = slice(bounds[group], bounds[group + 1])
+        if (numbers[rows] != _NOT_SENT).any():
+            first_position[group] = int(positions[rows].min())
+    return _Assignment(
+        numbers=numbers,
+        counts=np.bincount(in_order[in_order >= 0]),
+        bounds=bounds,
+        groups=sorted(first_position, key=first_position.__getitem__),
+        task_ids=narrow["task_id"],
     )
 
 
-_NOT_SENT = OVERSIZED - 1
-"""The batch number of a row that is not to be sent (another route, or already in a batch)."""
-
-
 def _wanted_rows(
-    parts: Iterator[tuple[int, pa.RecordBatch]], numbers: np.ndarray, bounds: np.ndarray
+    parts: Iterator[tuple[int, pa.RecordBatch]], plan: _Assignment
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Each part of a row group, without the rows not to send, with its rows' batch numbers.
 
-    ``numbers`` holds every row's batch number in file order, ``bounds`` where each row
-    group starts in it; a row group's parts come one after another, in order.
+    A row group's parts come one after another, in order. Raises if a part's ids are not
+    those the batches were assigned for: the file is not the one that was read.
     """
     group, offset = -1, 0
     for part_group, part in parts:
         if part_group != group:
-            group, offset = part_group, int(bounds[part_group])
-        held = numbers[offset : offset + part.num_rows]
+            group, offset = part_group, int(plan.bounds[part_group])
+        if not part["task_id"].equals(plan.task_ids.slice(offset, part.num_rows).combine_chunks()):
+            raise RuntimeError(
+                "the tasks file changed while its batches were being packed (routed again?); "
+                "nothing more was sent: submit the partition again"
+            )
+        held = plan.numbers[offset : offset + part.num_rows]
         offset += part.num_rows
         wanted = held != _NOT_SENT
         if wanted.all():

@@ -382,22 +382,6 @@ class Lake:
                     start += part.num_rows
                     yield from kept.to_batches()
 
-    def read_row_groups(
-        self, path: str, groups: Iterable[int], columns: list[str]
-    ) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """``(group, part)``: the given row groups of one parquet file, in the order given,
-        each read in parts of a few MB; read ahead on a second thread."""
-        yield from prefetched(self._read_row_groups(path, groups, columns))
-
-    def _read_row_groups(
-        self, path: str, groups: Iterable[int], columns: list[str]
-    ) -> Iterator[tuple[int, pa.RecordBatch]]:
-        with self.fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            for group in groups:
-                for part in _row_group_parts(parquet, group, columns):
-                    yield group, part
-
     def read_table(
         self,
         paths: Iterable[str],
@@ -417,6 +401,17 @@ class Lake:
         """Row count from a parquet footer, without reading the data."""
         with self.fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
+
+
+def read_row_groups(
+    parquet: pq.ParquetFile, groups: Iterable[int], columns: list[str]
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``(group, part)``: the given row groups of an open parquet file, in the order given,
+    each in parts of a few MB; read ahead on a second thread (which alone uses the file until
+    the iterator ends)."""
+    yield from prefetched(
+        (group, part) for group in groups for part in _row_group_parts(parquet, group, columns)
+    )
 
 
 def _row_group_parts(

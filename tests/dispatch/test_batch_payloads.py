@@ -12,6 +12,7 @@ import pytest
 
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.demo.workload import generate_tasks
+from llm_pipelines.dispatch import submit
 from llm_pipelines.dispatch.packing import ENVELOPE_BYTES, Oversized, PackedBatch, request_entry
 from llm_pipelines.dispatch.submit import batch_payloads
 from llm_pipelines.providers import BatchLimits
@@ -97,16 +98,71 @@ def test_a_tasks_file_from_an_older_routing_asks_to_be_routed_again(
         list(batch_payloads(lake, day, LIMITS))
 
 
+def _route_in_small_row_groups(lake: Lake, day: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route again, 4 events at a time, into stretches of a few batches' bytes and row groups
+    of a request or two (batches here close at 7 requests, most before their bytes are full)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * LIMITS.max_bytes)
+        patch.setattr(route, "MAX_STRETCHES", 10_000)
+        patch.setattr(route, "ROW_GROUP_BYTES", 4_000)
+        route.route_partition(
+            lake, day, default_policy(), default_price_table(), datetime.now(UTC), chunk_rows=4
+        )
+
+
 def test_the_same_batches_from_many_small_row_groups(
     lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each batch is filled from several row groups, read in the order of their first batch:
-    the batches are those of a file with one row group per route."""
+    """Each batch is filled from several row groups, read in dispatch order of their first
+    task: the batches are those of a file with one row group per route."""
     whole = _bodies(lake, day)
-    monkeypatch.setattr(route, "DISPATCH_STRETCH_BYTES", 3 * LIMITS.max_bytes // 7)
-    monkeypatch.setattr(route, "MAX_STRETCHES", 10_000)
-    monkeypatch.setattr(route, "ROW_GROUP_BYTES", LIMITS.max_bytes // 7)
-    route.route_partition(lake, day, default_policy(), default_price_table(), datetime.now(UTC))
+    _route_in_small_row_groups(lake, day, monkeypatch)
     with lake.fs.open(lake.path(TASKS, day, TASKS_FILE), "rb") as handle:
         assert pq.ParquetFile(handle).num_row_groups > len(whole)
     assert [sorted(ids) for ids in _bodies(lake, day)] == [sorted(ids) for ids in whole]
+
+
+def test_a_batch_packed_again_after_a_crash_is_the_same_body(
+    lake: Lake, day: str, routed: pa.Table
+) -> None:
+    """The first batches submitted, the rest packed again: the same ids in the same order,
+    hence the same manifest key as before the crash. Here row groups of two tasks in random
+    order: many hold tasks of two batches, and what else is left to send changes which of
+    them holds a batch's first task."""
+    shuffled = routed.take(np.random.default_rng(11).permutation(routed.num_rows))
+    with lake.fs.open(lake.path(TASKS, day, TASKS_FILE), "wb") as handle:
+        pq.write_table(shuffled, handle, row_group_size=2)
+    whole = _bodies(lake, day)
+    for submitted in (1, 2, 5, 10, 20):
+        taken = [task_id for ids in whole[:submitted] for task_id in ids]
+        assert _bodies(lake, day, taken) == whole[submitted:]
+
+
+def test_a_tasks_file_routed_again_mid_pass_does_not_mix_into_the_batches(
+    lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizes and requests come from one open file: replaced meanwhile (a re-routing with
+    another layout), the pass still packs the file it assigned batches from."""
+    _route_in_small_row_groups(lake, day, monkeypatch)
+    whole = _bodies(lake, day)
+    items = batch_payloads(lake, day, LIMITS)
+    first = next(items)
+    assert isinstance(first, PackedBatch)
+    route.route_partition(lake, day, default_policy(), default_price_table(), datetime.now(UTC))
+    assert [first.custom_ids] + [item.custom_ids for item in items] == whole
+
+
+def test_rows_other_than_those_assigned_stop_the_pass(
+    lake: Lake, day: str, routed: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that serves another object under the same name mid-read (the batches were
+    assigned for other rows): nothing more is packed, rather than the wrong tasks sent."""
+    real = submit.read_row_groups
+
+    def shuffled(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        for group, part in real(*args, **kwargs):  # type: ignore[arg-type]
+            yield group, part.take(pa.array(range(part.num_rows - 1, -1, -1)))
+
+    monkeypatch.setattr(submit, "read_row_groups", shuffled)
+    with pytest.raises(RuntimeError, match="changed while its batches were being packed"):
+        list(batch_payloads(lake, day, LIMITS))
