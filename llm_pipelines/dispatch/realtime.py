@@ -1,7 +1,7 @@
 """The real-time path: synchronous Messages calls with bounded concurrency.
 
-Tasks come in file order, in chunks of :data:`REALTIME_CHUNK`: routing writes each real-time
-row group sorted by dispatch position (shared prefix, then arrival). Within a chunk, requests
+Tasks come in dispatch order (shared prefix, then arrival), in chunks of
+:data:`REALTIME_CHUNK`, so the tasks of a prefix go out together. Within a chunk, requests
 go out in *waves*: first one request per new shared prefix, which writes the prompt cache,
 then the requests that can read it. Sent all at once, every request of a group would miss
 the cache and pay to write it.
@@ -17,25 +17,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
-from llm_pipelines.dispatch.state import NotYetDone, PartitionState
+from llm_pipelines.dispatch.state import NotYetDone, PartitionState, open_tasks
 from llm_pipelines.providers.base import BatchProvider
 from llm_pipelines.routing import REALTIME
-from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     RESULTS,
-    TASKS,
     dead_letter_path,
     dead_letter_row,
     utcnow,
     write_rows,
 )
-from llm_pipelines.storage.lake import Lake
+from llm_pipelines.storage.lake import Lake, read_row_groups
 from llm_pipelines.tasks import ids_digest
 
 REALTIME_CHUNK = 500
@@ -57,15 +57,12 @@ class RealtimeStats:
 def _realtime_chunks(
     lake: Lake, partition: str, done: pa.Array, stats: RealtimeStats
 ) -> Iterator[pa.Table]:
-    """Real-time tasks not yet dispatched (``done``), in chunks of :data:`REALTIME_CHUNK`."""
-    # Decided from ids and routes: requests are read only where real-time tasks sit (each
-    # row group of the tasks file holds one route, so not the batch-routed majority's).
-    path = lake.path(TASKS, partition, TASKS_FILE)
-    columns = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
+    """Real-time tasks not yet dispatched (``done``), in dispatch order, in chunks of
+    :data:`REALTIME_CHUNK`."""
     pending: list[pa.RecordBatch] = []
     rows = 0
     unanswered = NotYetDone(REALTIME, done)
-    for batch in lake.select_rows(path, ["task_id", "route"], unanswered, columns):
+    for batch in _in_dispatch_order(lake, partition, unanswered):
         pending.append(batch)
         rows += batch.num_rows
         while rows >= REALTIME_CHUNK:
@@ -76,6 +73,56 @@ def _realtime_chunks(
     if rows:
         yield pa.Table.from_batches(pending)
     stats.already_answered += unanswered.skipped
+
+
+def _in_dispatch_order(lake: Lake, partition: str, wanted: NotYetDone) -> Iterator[pa.RecordBatch]:
+    """The tasks ``wanted`` selects, in dispatch order, a stretch at a time.
+
+    Routing writes each stretch of dispatch order as row groups of one route, each sorted,
+    whose position ranges overlap; so row groups are read a cluster of overlapping ranges
+    (one stretch) at a time, and a cluster is sorted in memory. Requests are read only from
+    row groups holding a wanted task: not the batch-routed majority's.
+    """
+    with open_tasks(lake, partition) as parquet:
+        narrow = parquet.read(columns=["task_id", "route", "dispatch_position"])
+        mask = wanted(narrow).to_numpy(zero_copy_only=False)
+        positions = narrow["dispatch_position"].to_numpy()
+        del narrow
+        starts = [0]
+        for group in range(parquet.num_row_groups):
+            starts.append(starts[-1] + parquet.metadata.row_group(group).num_rows)
+        ranges = []  # (first, last position, row group) of the row groups holding one
+        for group in range(parquet.num_row_groups):
+            rows = slice(starts[group], starts[group + 1])
+            if mask[rows].any():
+                ranges.append((int(positions[rows].min()), int(positions[rows].max()), group))
+        ranges.sort()
+        cluster: list[int] = []
+        reach = -1
+        for first, last, group in [*ranges, (np.iinfo(np.int64).max, 0, -1)]:
+            if cluster and first > reach:  # no later row group overlaps this cluster
+                yield from _sorted_rows(parquet, cluster, starts, mask)
+                cluster = []
+            cluster.append(group)
+            reach = max(reach, last)
+
+
+def _sorted_rows(
+    parquet: pq.ParquetFile, groups: list[int], starts: list[int], mask: np.ndarray
+) -> Iterator[pa.RecordBatch]:
+    """The masked rows of ``groups``, sorted by dispatch position."""
+    parts = []
+    offsets = dict.fromkeys(groups, 0)
+    for group, part in read_row_groups(parquet, groups, [*_COLUMNS, "dispatch_position"]):
+        at = starts[group] + offsets[group]
+        offsets[group] += part.num_rows
+        parts.append(part.filter(pa.array(mask[at : at + part.num_rows])))
+    table = pa.Table.from_batches(parts).sort_by("dispatch_position")
+    yield from table.select(_COLUMNS).to_batches()
+
+
+_COLUMNS = ["task_id", "task_type", "requested_model", "request", "route", "prefix_key"]
+"""What the real-time path reads of each task."""
 
 
 def _call(provider: BatchProvider, request: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -12,10 +12,13 @@ repaired by collecting again, which rewrites the same names.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from llm_pipelines.storage.datasets import (
     BATCHES,
@@ -25,6 +28,8 @@ from llm_pipelines.storage.datasets import (
     RESULTS_SCHEMA,
     RETRIES,
     RETRIES_SCHEMA,
+    TASKS,
+    TASKS_FILE,
     BatchManifest,
     read_manifests,
 )
@@ -53,6 +58,20 @@ class NotYetDone:
         done = pc.and_(on_route, pc.is_in(narrow["task_id"], value_set=self.done))
         self.skipped += pc.sum(done).as_py() or 0
         return pc.and_(on_route, pc.invert(done))
+
+
+@contextmanager
+def open_tasks(lake: Lake, partition: str) -> Iterator[pq.ParquetFile]:
+    """The partition's routed tasks file, open; refused if an older routing wrote it."""
+    path = lake.path(TASKS, partition, TASKS_FILE)
+    with lake.fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if "dispatch_position" not in parquet.schema_arrow.names:
+            raise ValueError(
+                f"{path} was written by an older routing, without dispatch positions: "
+                "materialize routed_tasks for this partition again, then dispatch it"
+            )
+        yield parquet
 
 
 def results_name(key: str) -> str:

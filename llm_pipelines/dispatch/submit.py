@@ -33,17 +33,16 @@ from llm_pipelines.dispatch.packing import (
 from llm_pipelines.dispatch.state import (
     NotYetDone,
     PartitionState,
+    open_tasks,
     pending_retry_pairs,
     sidecar_ids,
 )
 from llm_pipelines.providers.base import BatchLimits, BatchProvider, BatchStatus
 from llm_pipelines.routing import BATCH
-from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage.datasets import (
     BATCHES,
     DEAD_LETTER_SCHEMA,
     ORPHANS,
-    TASKS,
     BatchManifest,
     dead_letter_path,
     dead_letter_row,
@@ -246,16 +245,9 @@ def _fresh(
     batch packed again after a crash holds the same requests in the same order. A pass with
     nothing new to send (a retry pass) reads no request at all.
     """
-    path = lake.path(TASKS, partition, TASKS_FILE)
     # One open file for the sizes and the requests: a re-routing that replaces the file
     # meanwhile must not pair the batch numbers of one file with the rows of another.
-    with lake.fs.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        if "dispatch_position" not in parquet.schema_arrow.names:
-            raise ValueError(
-                f"{path} was written by an older routing, without dispatch positions: "
-                "materialize routed_tasks for this partition again, then submit it"
-            )
+    with open_tasks(lake, partition) as parquet:
         plan = _assign(parquet, limits, taken, stats)
         if plan is None:
             return

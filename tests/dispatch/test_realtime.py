@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 
+from llm_pipelines.costs import default_price_table
+from llm_pipelines.dispatch import realtime
 from llm_pipelines.dispatch.realtime import cache_waves
 from llm_pipelines.emulator import FaultPlan
 from llm_pipelines.resources import AnthropicResource
+from llm_pipelines.routing import default_policy, route
 from llm_pipelines.storage import Lake, LandingZone
-from llm_pipelines.storage.datasets import DEAD_LETTER, RESULTS, RESULTS_SCHEMA
+from llm_pipelines.storage.datasets import DEAD_LETTER, RESULTS, RESULTS_SCHEMA, TASKS, TASKS_FILE
 
 CYCLE = ["raw_llm_events", "routed_tasks", "realtime_results"]
 LONG_SYSTEM = "You answer chats for the store. " + "policy note " * 500  # ~1,500 tokens
@@ -174,3 +180,38 @@ def test_cache_waves_put_the_first_of_each_prefix_level_first() -> None:
     assert cache_waves(keys) == [[0, 4], [2], [1, 3, 5, 6, 7]]
     assert cache_waves([None, None]) == [[0, 1]]
     assert cache_waves([]) == []
+
+
+def test_tasks_of_a_shared_prefix_go_out_together_across_row_groups_and_chunks(
+    lake: Lake, day: str, materialize_assets, http_emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two prompts' chats arriving interleaved, routed into many small row groups: sent in
+    dispatch order, each prompt's chats go out one after another, chunk after chunk."""
+    observer: dict[str, MessagesObserver] = {}
+
+    def wrap(app: Any) -> MessagesObserver:
+        observer["it"] = MessagesObserver(app)
+        return observer["it"]
+
+    url, _ = http_emulator(wrap=wrap)
+    first = _chats(day, 6, system=LONG_SYSTEM)
+    second = _chats(day, 6, system="Another store's assistant. " + "other note " * 500)
+    for n, task in enumerate(second):
+        task["task_id"] = f"other-{n}"
+    LandingZone(lake).append(
+        [task for pair in zip(first, second, strict=True) for task in pair], partition=day
+    )
+    materialize_assets(["raw_llm_events"])
+    monkeypatch.setattr(route, "ROW_GROUP_BYTES", 1)  # a row group per stretch and chunk
+    route.route_partition(
+        lake, day, default_policy(), default_price_table(), datetime.now(UTC), chunk_rows=2
+    )
+    with lake.fs.open(lake.path(TASKS, day, TASKS_FILE), "rb") as handle:
+        assert pq.ParquetFile(handle).num_row_groups >= 6
+    monkeypatch.setattr(realtime, "REALTIME_CHUNK", 3)  # each chunk one prompt's, in order
+    anthropic = AnthropicResource(base_url=url, realtime_concurrency=1)
+    materialize_assets(["realtime_results"], resources_override={"anthropic": anthropic})
+
+    sent = [group for kind, group in observer["it"].events if kind == "start"]
+    assert len(sent) == 12
+    assert len([group for group, _ in itertools.groupby(sent)]) == 2, sent
