@@ -143,3 +143,24 @@ def test_a_line_nested_past_any_parser_limit_is_a_dead_letter(lake: Lake, day: s
     )
     stats = ingest_partition(lake, day)
     assert (stats.lines, stats.valid, stats.invalid) == (4, 1, 3)
+
+
+def test_repeats_are_dropped_wherever_they_fall_in_a_piece(tmp_path, day: str, monkeypatch) -> None:
+    """First occurrences kept in landing order: repeats first or last in a piece, in runs,
+    and a piece of nothing but repeats."""
+    import llm_pipelines.intake as intake
+
+    ids = ["a", "b", "a", "a", "c", "b", "d", "d", "e", "a", "b", "c", "d", "e", "f", "f"]
+    lines = [
+        {**GOOD, "task_id": task_id, "metadata": {"n": str(n)}} for n, task_id in enumerate(ids)
+    ]
+    monkeypatch.setattr(intake, "PIECE_BYTES", len(orjson.dumps(lines[0])) * 3)  # ~3 lines
+    lake = Lake(str(tmp_path / "lake"))
+    LandingZone(lake).append(lines, partition=day, flush_id="f")
+    stats = ingest_partition(lake, day)
+    events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+    assert events["task_id"].to_pylist() == ["a", "b", "c", "d", "e", "f"]
+    # Each kept row is the first occurrence, whole: its own metadata came with it.
+    kept = [int(orjson.loads(m)["n"]) for m in events["metadata"].to_pylist()]
+    assert kept == [0, 1, 4, 6, 8, 14]
+    assert (stats.valid, stats.duplicates) == (6, 10)
