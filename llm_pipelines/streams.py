@@ -1,6 +1,7 @@
 """Streaming helpers: lines from byte blocks (one split per block, not a call per line),
-read-ahead and write-behind on a second thread for work that releases the GIL, and a pause
-of the cyclic garbage collector for loops that allocate millions of short-lived objects."""
+read-ahead and write-behind on a second thread for work that releases the GIL, a pause of
+the cyclic garbage collector for loops that allocate millions of short-lived objects, and the
+runs of a chunk's grouped rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import gc
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
+
+import numpy as np
 
 
 def iter_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
@@ -123,3 +127,12 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def runs(keys: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """``(start, stop, key)`` for each run of equal ``keys`` (rows grouped by key, say)."""
+    if not len(keys):
+        return
+    bounds = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), len(keys)]
+    for start, stop in pairwise(bounds):
+        yield start, stop, int(keys[start])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import threading
 
+import numpy as np
 import pytest
 
-from llm_pipelines.streams import iter_lines, line_blocks, paused_gc, prefetched
+from llm_pipelines.streams import iter_lines, line_blocks, paused_gc, prefetched, runs
 
 
 def test_lines_survive_any_cut_of_the_stream() -> None:
@@ -50,3 +51,10 @@ def test_paused_gc_restores_the_collector_even_on_error() -> None:
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+def test_runs_cover_every_row_once_each_run_one_key() -> None:
+    keys = np.array([3, 3, 5, 5, 5, 7, 3])
+    assert list(runs(keys)) == [(0, 2, 3), (2, 5, 5), (5, 6, 7), (6, 7, 3)]
+    assert list(runs(np.array([4]))) == [(0, 1, 4)]
+    assert list(runs(np.array([], dtype=np.int64))) == []

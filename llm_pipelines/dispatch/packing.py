@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.providers.base import BatchLimits
-from llm_pipelines.streams import prefetched
+from llm_pipelines.streams import prefetched, runs
 
 BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
@@ -261,11 +261,7 @@ def pack_assigned(
         for (chunk, meta, data, offsets), numbers in prefetched(
             _grouped_by_batch(chunks, id_column, params_column)
         ):
-            runs = np.flatnonzero(np.diff(numbers)) + 1
-            for start, stop in zip(
-                [0, *runs.tolist()], [*runs.tolist(), len(numbers)], strict=True
-            ):
-                number = int(numbers[start])
+            for start, stop, number in runs(numbers):
                 if number == OVERSIZED:
                     for row in range(start, stop):
                         yield _set_aside(chunk, meta, id_column, offsets, row)
@@ -308,7 +304,7 @@ def _grouped_by_batch(
     for chunk, numbers in chunks:
         if not chunk.num_rows:
             continue
-        if len(numbers) > 1 and np.any(numbers[1:] < numbers[:-1]):
+        if np.any(np.diff(numbers) < 0):
             order = np.argsort(numbers, kind="stable")
             chunk, numbers = chunk.take(pa.array(order)), numbers[order]
         yield _serialised(chunk, id_column, params_column), numbers

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import anthropic
@@ -35,7 +36,7 @@ from llm_pipelines.storage.datasets import (
     utcnow,
     write_rows,
 )
-from llm_pipelines.storage.lake import Lake, read_row_groups
+from llm_pipelines.storage.lake import Lake, read_row_groups, row_group_bounds
 from llm_pipelines.tasks import ids_digest
 
 REALTIME_CHUNK = 500
@@ -88,35 +89,30 @@ def _in_dispatch_order(lake: Lake, partition: str, wanted: NotYetDone) -> Iterat
         mask = wanted(narrow).to_numpy(zero_copy_only=False)
         positions = narrow["dispatch_position"].to_numpy()
         del narrow
-        starts = [0]
-        for group in range(parquet.num_row_groups):
-            starts.append(starts[-1] + parquet.metadata.row_group(group).num_rows)
         ranges = []  # (first, last position, row group) of the row groups holding one
-        for group in range(parquet.num_row_groups):
-            rows = slice(starts[group], starts[group + 1])
-            if mask[rows].any():
-                ranges.append((int(positions[rows].min()), int(positions[rows].max()), group))
+        for group, (start, stop) in enumerate(pairwise(row_group_bounds(parquet).tolist())):
+            if mask[start:stop].any():
+                held = positions[start:stop]
+                ranges.append((int(held.min()), int(held.max()), group))
         ranges.sort()
         cluster: list[int] = []
         reach = -1
         for first, last, group in [*ranges, (np.iinfo(np.int64).max, 0, -1)]:
             if cluster and first > reach:  # no later row group overlaps this cluster
-                yield from _sorted_rows(parquet, cluster, starts, mask)
+                yield from _sorted_rows(parquet, cluster, mask)
                 cluster = []
             cluster.append(group)
             reach = max(reach, last)
 
 
 def _sorted_rows(
-    parquet: pq.ParquetFile, groups: list[int], starts: list[int], mask: np.ndarray
+    parquet: pq.ParquetFile, groups: list[int], mask: np.ndarray
 ) -> Iterator[pa.RecordBatch]:
     """The masked rows of ``groups``, sorted by dispatch position."""
-    parts = []
-    offsets = dict.fromkeys(groups, 0)
-    for group, part in read_row_groups(parquet, groups, [*_COLUMNS, "dispatch_position"]):
-        at = starts[group] + offsets[group]
-        offsets[group] += part.num_rows
-        parts.append(part.filter(pa.array(mask[at : at + part.num_rows])))
+    parts = [
+        part.filter(pa.array(mask[first_row : first_row + part.num_rows]))
+        for first_row, part in read_row_groups(parquet, groups, [*_COLUMNS, "dispatch_position"])
+    ]
     table = pa.Table.from_batches(parts).sort_by("dispatch_position")
     yield from table.select(_COLUMNS).to_batches()
 

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ from llm_pipelines.storage.datasets import (
     utcnow,
     write_manifest,
 )
-from llm_pipelines.storage.lake import Lake, read_row_groups
+from llm_pipelines.storage.lake import Lake, read_row_groups, row_group_bounds
 from llm_pipelines.storage.lease import DEFAULT_LEASE_TTL_S, PartitionLease, partition_lease
 from llm_pipelines.tasks import ids_digest
 
@@ -273,8 +274,6 @@ class _Assignment:
     """Every row's batch number, in file order (:data:`_NOT_SENT`: none)."""
     counts: np.ndarray
     """Rows of each batch."""
-    bounds: np.ndarray
-    """Where each row group starts among the rows (and where the last ends)."""
     groups: list[int]
     """The row groups holding a row to send, in the order to read them."""
     task_ids: pa.ChunkedArray
@@ -302,19 +301,15 @@ def _assign(
     numbers = np.full(len(send), _NOT_SENT, dtype=np.int64)
     numbers[np.flatnonzero(send)[order]] = in_order
 
-    group_rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
-    bounds = np.zeros(len(group_rows) + 1, dtype=np.int64)
-    np.cumsum(group_rows, out=bounds[1:])
+    bounds = row_group_bounds(parquet)
     positions = narrow["dispatch_position"].to_numpy()
     first_position = {}  # row group -> dispatch position of its first row, of any route
-    for group in range(len(group_rows)):
-        rows = slice(bounds[group], bounds[group + 1])
-        if (numbers[rows] != _NOT_SENT).any():
-            first_position[group] = int(positions[rows].min())
+    for group, (start, stop) in enumerate(pairwise(bounds.tolist())):
+        if (numbers[start:stop] != _NOT_SENT).any():
+            first_position[group] = int(positions[start:stop].min())
     return _Assignment(
         numbers=numbers,
         counts=np.bincount(in_order[in_order >= 0]),
-        bounds=bounds,
         groups=sorted(first_position, key=first_position.__getitem__),
         task_ids=narrow["task_id"],
     )
@@ -323,22 +318,20 @@ def _assign(
 def _wanted_rows(
     parts: Iterator[tuple[int, pa.RecordBatch]], plan: _Assignment
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Each part of a row group, without the rows not to send, with its rows' batch numbers.
+    """Each part read, without the rows not to send, with its rows' batch numbers.
 
-    A row group's parts come one after another, in order. Raises if a part's ids are not
-    those the batches were assigned for: the file is not the one that was read.
+    Raises if a part's ids are not those the batches were assigned for: the file is not the
+    one that was read.
     """
-    group, offset = -1, 0
-    for part_group, part in parts:
-        if part_group != group:
-            group, offset = part_group, int(plan.bounds[part_group])
-        if not part["task_id"].equals(plan.task_ids.slice(offset, part.num_rows).combine_chunks()):
+    for first_row, part in parts:
+        if not part["task_id"].equals(
+            plan.task_ids.slice(first_row, part.num_rows).combine_chunks()
+        ):
             raise RuntimeError(
                 "the tasks file changed while its batches were being packed (routed again?); "
                 "nothing more was sent: submit the partition again"
             )
-        held = plan.numbers[offset : offset + part.num_rows]
-        offset += part.num_rows
+        held = plan.numbers[first_row : first_row + part.num_rows]
         wanted = held != _NOT_SENT
         if wanted.all():
             yield part, held

@@ -63,7 +63,7 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake
-from llm_pipelines.streams import paused_gc
+from llm_pipelines.streams import paused_gc, runs
 
 __all__ = ["TASKS_FILE", "RoutingStats", "estimated_cost", "route_partition"]
 
@@ -235,10 +235,8 @@ class _RowGroupsByStretch:
         self.held_bytes += rows.nbytes
         self._holders[chunk] = set()
         weight = rows["request_bytes"].to_numpy() + ROW_ALLOWANCE_BYTES
-        starts = np.flatnonzero(np.diff(stretch)) + 1
         full = []
-        for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(stretch)], strict=True):
-            key = int(stretch[start])
+        for start, end, key in runs(stretch):
             self._pending.setdefault(key, []).append(rows.slice(start, end - start))
             self._bytes[key] = self._bytes.get(key, 0) + int(weight[start:end].sum())
             self._chunks_of.setdefault(key, set()).add(chunk)

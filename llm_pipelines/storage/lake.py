@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -403,15 +404,31 @@ class Lake:
             return pq.ParquetFile(handle).metadata.num_rows
 
 
+def row_group_bounds(parquet: pq.ParquetFile) -> np.ndarray:
+    """Where each row group of an open parquet file starts among its rows (and, last, where
+    the last one ends): row group ``g`` is rows ``bounds[g]:bounds[g + 1]``."""
+    bounds = np.zeros(parquet.num_row_groups + 1, dtype=np.int64)
+    rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+    np.cumsum(rows, out=bounds[1:])
+    return bounds
+
+
 def read_row_groups(
     parquet: pq.ParquetFile, groups: Iterable[int], columns: list[str]
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """``(group, part)``: the given row groups of an open parquet file, in the order given,
-    each in parts of a few MB; read ahead on a second thread (which alone uses the file until
-    the iterator ends)."""
-    yield from prefetched(
-        (group, part) for group in groups for part in _row_group_parts(parquet, group, columns)
-    )
+    """``(first_row, part)``: the given row groups of an open parquet file, in the order
+    given, each in parts of a few MB, with where each part starts among the file's rows;
+    read ahead on a second thread (which alone uses the file until the iterator ends)."""
+    bounds = row_group_bounds(parquet)
+
+    def parts() -> Iterator[tuple[int, pa.RecordBatch]]:
+        for group in groups:
+            first_row = int(bounds[group])
+            for part in _row_group_parts(parquet, group, columns):
+                yield first_row, part
+                first_row += part.num_rows
+
+    yield from prefetched(parts())
 
 
 def _row_group_parts(
