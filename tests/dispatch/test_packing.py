@@ -167,12 +167,17 @@ def test_columnar_packing_matches_the_plain_rule(
         if isinstance(item, Oversized):
             got.append(item.row["meta"])
             continue
-        body = item.close()
-        data = body.getvalue()
-        assert len(data) == len(body) == item.size <= max_bytes
-        assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == item.custom_ids
+        _check_body(item, max_bytes)
         got.append(item.rows["meta"].to_pylist())
     assert got == expected
+
+
+def _check_body(item: PackedBatch, max_bytes: int) -> None:
+    """The closed body is as big as the batch said, within the limit, its ids in order."""
+    body = item.close()
+    data = body.getvalue()
+    assert len(data) == len(body) == item.size <= max_bytes
+    assert [r["custom_id"] for r in orjson.loads(data)["requests"]] == item.custom_ids
 
 
 @settings(max_examples=150, deadline=None)
@@ -211,10 +216,7 @@ def test_batches_assigned_in_dispatch_order_match_the_plain_rule_from_any_storag
         if isinstance(item, Oversized):
             set_aside.append(item.row["meta"])
             continue
-        body = item.close()
-        data_bytes = body.getvalue()
-        assert len(data_bytes) == len(body) == item.size <= max_bytes
-        assert [r["custom_id"] for r in orjson.loads(data_bytes)["requests"]] == item.custom_ids
+        _check_body(item, max_bytes)
         rows = item.rows["meta"].to_pylist()
         assert rows == sorted(rows, key=stored.index), "a body holds its rows in file order"
         batches.append(sorted(rows))

@@ -86,22 +86,29 @@ def _chats(day: str, count: int, **fields: Any) -> list[dict[str, Any]]:
     ]
 
 
-def test_calls_in_flight_never_exceed_the_concurrency_bound(
-    lake: Lake, day: str, materialize_assets, http_emulator
-) -> None:
+def _watched_emulator(
+    http_emulator: Any, faults: FaultPlan | None = None, hold: int = 0
+) -> tuple[str, Any, MessagesObserver]:
+    """The HTTP emulator behind a :class:`MessagesObserver`: its URL, app and observer."""
     observer: dict[str, MessagesObserver] = {}
 
     def wrap(app: Any) -> MessagesObserver:
-        observer["it"] = MessagesObserver(app, hold=3)
+        observer["it"] = MessagesObserver(app, hold=hold)
         return observer["it"]
 
-    url, _ = http_emulator(wrap=wrap)
+    url, app = http_emulator(faults, wrap=wrap)
+    return url, app, observer["it"]
+
+
+def test_calls_in_flight_never_exceed_the_concurrency_bound(
+    lake: Lake, day: str, materialize_assets, http_emulator
+) -> None:
+    url, _, watched = _watched_emulator(http_emulator, hold=3)
     LandingZone(lake).append(_chats(day, 12), partition=day)
     anthropic = AnthropicResource(base_url=url, realtime_concurrency=3)
     result = materialize_assets(CYCLE, resources_override={"anthropic": anthropic})
     metadata = result.asset_materializations_for_node("realtime_results")[0].metadata
     assert metadata["answered"].value == 12
-    watched = observer["it"]
     assert watched.calls == 12
     assert watched.peak == 3, "three calls ran at once, and never more"
 
@@ -109,21 +116,15 @@ def test_calls_in_flight_never_exceed_the_concurrency_bound(
 def test_sdk_retries_absorb_transient_errors_and_results_keep_the_batch_shape(
     lake: Lake, day: str, materialize_assets, http_emulator
 ) -> None:
-    observer: dict[str, MessagesObserver] = {}
-
-    def wrap(app: Any) -> MessagesObserver:
-        observer["it"] = MessagesObserver(app)
-        return observer["it"]
-
     faults = FaultPlan(seed=3, endpoint_error_rates={"messages": 0.3}, retry_after_ms=1)
-    url, app = http_emulator(faults, wrap=wrap)
+    url, app, observer = _watched_emulator(http_emulator, faults)
     LandingZone(lake).append(_chats(day, 10), partition=day)
     anthropic = AnthropicResource(base_url=url, max_retries=10)
     result = materialize_assets(CYCLE, resources_override={"anthropic": anthropic})
     metadata = result.asset_materializations_for_node("realtime_results")[0].metadata
     assert (metadata["answered"].value, metadata["dead_lettered"].value) == (10, 0)
     assert app.faults_injected > 0
-    assert observer["it"].calls == 10 + app.faults_injected, "the SDK retried each fault"
+    assert observer.calls == 10 + app.faults_injected, "the SDK retried each fault"
     assert lake.files(DEAD_LETTER, day, ".parquet") == []
 
     [path] = lake.files(RESULTS, day, ".parquet")
@@ -143,13 +144,7 @@ def test_sdk_retries_absorb_transient_errors_and_results_keep_the_batch_shape(
 def test_first_request_of_a_shared_prefix_completes_before_the_rest_start(
     lake: Lake, day: str, materialize_assets, http_emulator
 ) -> None:
-    observer: dict[str, MessagesObserver] = {}
-
-    def wrap(app: Any) -> MessagesObserver:
-        observer["it"] = MessagesObserver(app)
-        return observer["it"]
-
-    url, _ = http_emulator(wrap=wrap)
+    url, _, observer = _watched_emulator(http_emulator)
     shared = _chats(day, 4, system=LONG_SYSTEM)
     alone = _chats(day, 3)
     for n, task in enumerate(alone):
@@ -158,7 +153,7 @@ def test_first_request_of_a_shared_prefix_completes_before_the_rest_start(
     anthropic = AnthropicResource(base_url=url, realtime_concurrency=8)
     materialize_assets(CYCLE, resources_override={"anthropic": anthropic})
 
-    events = observer["it"].events
+    events = observer.events
     group = next(g for kind, g in events if kind == "start" and g != "-")
     positions = [i for i, (_, g) in enumerate(events) if g == group]
     first_end = events.index(("end", group))
@@ -187,13 +182,7 @@ def test_tasks_of_a_shared_prefix_go_out_together_across_row_groups_and_chunks(
 ) -> None:
     """Two prompts' chats arriving interleaved, routed into many small row groups: sent in
     dispatch order, each prompt's chats go out one after another, chunk after chunk."""
-    observer: dict[str, MessagesObserver] = {}
-
-    def wrap(app: Any) -> MessagesObserver:
-        observer["it"] = MessagesObserver(app)
-        return observer["it"]
-
-    url, _ = http_emulator(wrap=wrap)
+    url, _, observer = _watched_emulator(http_emulator)
     first = _chats(day, 6, system=LONG_SYSTEM)
     second = _chats(day, 6, system="Another store's assistant. " + "other note " * 500)
     for n, task in enumerate(second):
@@ -212,6 +201,6 @@ def test_tasks_of_a_shared_prefix_go_out_together_across_row_groups_and_chunks(
     anthropic = AnthropicResource(base_url=url, realtime_concurrency=1)
     materialize_assets(["realtime_results"], resources_override={"anthropic": anthropic})
 
-    sent = [group for kind, group in observer["it"].events if kind == "start"]
+    sent = [group for kind, group in observer.events if kind == "start"]
     assert len(sent) == 12
     assert len([group for group, _ in itertools.groupby(sent)]) == 2, sent
