@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 import orjson
 import pyarrow as pa
+import xxhash
 
 from llm_pipelines.storage.datasets import REQUEST_SHAPE, string_buffer
 from llm_pipelines.tasks import canonical_json
@@ -90,10 +91,19 @@ _TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system", "temperat
 """The keys of a task's request (:meth:`~llm_pipelines.tasks.LLMTask.request_params`)."""
 
 
+_PROMPT_SEEDS = {b"system\x00": 1, b"document\x00": 2}
+
+
 def _prompt_hash(kind: bytes, text_json: bytes | memoryview) -> int:
-    digest = hashlib.sha256(kind)
-    digest.update(text_json)
-    return int.from_bytes(digest.digest()[:8], "big", signed=True)
+    """A 64-bit hash of a prompt's JSON, seeded by its kind (a system prompt and a document of
+    the same text are different prefixes).
+
+    XXH3, not sha-256: it only groups tasks that share a cache prefix within a partition, where
+    a collision would mark or order a task as if it shared one (a cost, never a wrong answer),
+    and it is 20 times faster on prompts of kilobytes, once per task at intake. Request
+    identity, which reuse answers by, stays sha-256.
+    """
+    return xxhash.xxh3_64_intdigest(text_json, _PROMPT_SEEDS[kind]) - (1 << 63)
 
 
 def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
