@@ -45,6 +45,7 @@ from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeR
 from llm_pipelines.sensors import daemon
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
 from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA, RETRIES
+from llm_pipelines.storage.scratch import scratch_dir
 
 CRASH_POINTS: dict[str, list[str]] = {
     "daily_batch_cycle": ["submit.after_intent", "submit.after_create"],
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     days = [str(date.fromisoformat(args.start) + timedelta(days=i)) for i in range(args.days)]
     ledgers: dict[str, Ledger] = {}
     with (
-        daemon.scratch_dir("chaos-dagster-") as home,
+        scratch_dir("chaos-dagster-") as home,
         daemon.disk_instance(home) as instance,
     ):
         chaos = Chaos(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from fsspec import AbstractFileSystem
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
@@ -32,6 +36,7 @@ from llm_pipelines.storage.datasets import (
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.streams import paused_gc
 from llm_pipelines.tasks import LLMTask, TaskFields, content_task_id, fast_task
+from llm_pipelines.worker_pool import WorkerProcess, available_cores
 
 EVENTS_FILE = "events.parquet"
 MAX_REASON_CHARS = 600
@@ -147,67 +152,129 @@ def _default_models() -> frozenset[str]:
     return frozenset(default_price_table().models)
 
 
-def landing_pieces(lake: Lake, paths: list[str]) -> Iterator[LandingPiece]:
-    """The landing files' lines, a piece of about :data:`PIECE_BYTES` at a time."""
-    for path in paths:
-        name = path.rsplit("/", 1)[1]
-        first_line = 1
-        rest = b""
-        with lake.fs.open(path, "rb") as handle:
-            # One read per piece, and lines as views of it: no copy of each line.
-            while block := handle.read(PIECE_BYTES):
-                lines, rest = _whole_lines(rest, block)
-                yield LandingPiece(name, first_line, lines)
-                first_line += len(lines)
-        if rest:
-            yield LandingPiece(name, first_line, [rest])
-
-
-def _whole_lines(rest: bytes, block: bytes) -> tuple[list[bytes | memoryview], bytes]:
-    """The whole lines of ``rest + block`` without their newlines, and the unfinished one.
-
-    All but the first are views of ``block`` (the first begins in ``rest``).
-    """
-    find = block.find
-    end = find(b"\n")
-    if end < 0:
-        return [], rest + block
-    lines: list[bytes | memoryview] = [rest + block[:end]]
-    view = memoryview(block)
-    start = end + 1
-    while (end := find(b"\n", start)) >= 0:
-        lines.append(view[start:end])
-        start = end + 1
-    return lines, block[start:]
-
-
 @dataclass(frozen=True)
-class LandingPiece:
-    """Lines of one landing file (without their newlines), and the number of the first."""
+class PieceRange:
+    """Bytes ``[start, end)`` of a landing file. Its piece is the lines that begin there.
 
-    file: str
-    first_line: int
-    lines: list[bytes | memoryview]
+    A line belongs to the piece its first byte falls in, and is read whole, across the end
+    of the range if need be. So pieces can be planned from file sizes alone, and parsed in
+    any order, by any process.
+    """
+
+    path: str
+    start: int
+    end: int
+
+    @property
+    def file(self) -> str:
+        """The landing file's name, as event sources give it."""
+        return self.path.rsplit("/", 1)[1]
+
+
+def plan_pieces(lake: Lake, paths: list[str], piece_bytes: int | None = None) -> list[PieceRange]:
+    """The landing files cut into ranges of ``piece_bytes`` (default :data:`PIECE_BYTES`)."""
+    size = piece_bytes or PIECE_BYTES
+    return [
+        PieceRange(path, start, min(start + size, length))
+        for path in paths
+        for length in [lake.size(path)]
+        for start in range(0, length, size)
+    ]
+
+
+TAIL_READ_BYTES = 64 * 1024
+"""Reads past a range's end to finish its last line: most lines end within one."""
+
+
+def read_piece(handle: IO[bytes], piece: PieceRange) -> list[bytes | memoryview]:
+    """The lines (without newlines, blank ones included) that begin in ``piece``'s range.
+
+    All but the last are views of one read, not copies of each line.
+    """
+    begin = max(piece.start - 1, 0)
+    handle.seek(begin)
+    data = handle.read(piece.end - begin)
+    first = 0
+    if piece.start > 0:
+        # data[0] is the byte before the range: a line begins after each newline
+        first = data.find(b"\n") + 1
+        if first == 0 or first == len(data):
+            return []  # every byte here belongs to a line that began before the range
+    find = data.find
+    view = memoryview(data)
+    lines: list[bytes | memoryview] = []
+    while (end := find(b"\n", first)) >= 0:
+        lines.append(view[first:end])
+        first = end + 1
+    if first < len(data):  # the last line goes on past the range (or the file just ends)
+        tail = [data[first:]]
+        while block := handle.read(TAIL_READ_BYTES):
+            end = block.find(b"\n")
+            tail.append(block if end < 0 else block[:end])
+            if end >= 0:
+                break
+        lines.append(b"".join(tail))
+    return lines
 
 
 @dataclass
-class ParsedPiece:
-    """A piece's valid events in line order (not yet deduplicated) and its rejects."""
+class PieceReport:
+    """What parsing a piece found besides its events: its rejects and its counts.
 
-    events: pa.RecordBatch
-    dead: list[dict[str, Any]]
+    Line numbers count from the piece's first line (0): only the pieces before it in its
+    file say where that is (see :func:`events_with_source` and :meth:`dead_rows`).
+    """
+
+    dead: list[tuple[int, str, str]]
+    """(line, reason, payload) of each invalid line."""
+    physical_lines: int
+    """Every line of the piece, blank ones included."""
     lines: int
     invalid: int
     landing_bytes: int
 
+    def dead_rows(self, file: str, first_line: int) -> list[dict[str, Any]]:
+        """The dead-letter rows of the piece's invalid lines, ``first_line`` its first."""
+        return [
+            dead_letter_row(
+                stage="intake", reason=reason, payload=payload, source=f"{file}:{first_line + line}"
+            )
+            for line, reason, payload in self.dead
+        ]
 
-def parse_piece(piece: LandingPiece) -> ParsedPiece:
-    """Validate every line of a piece into a columnar batch of events and dead-letter rows."""
+
+def events_with_source(parsed: pa.RecordBatch, file: str, first_line: int) -> pa.RecordBatch:
+    """A parsed piece's events (:data:`PARSED_SCHEMA`) with their ``source``: ``file`` and
+    line, the piece's first being ``first_line``."""
+    numbers = pc.add(parsed["line"], pa.scalar(first_line, pa.int64()))
+    source = pc.binary_join_element_wise(file, pc.cast(numbers, pa.string()), ":")
+    columns = [source if name == "source" else parsed[name] for name in EVENTS_SCHEMA.names]
+    return pa.RecordBatch.from_arrays(columns, schema=EVENTS_SCHEMA)
+
+
+PARSED_SCHEMA = pa.schema(
+    [
+        pa.field("line", pa.int32(), nullable=False) if field.name == "source" else field
+        for field in EVENTS_SCHEMA
+    ]
+)
+"""A parsed piece's events: as :data:`EVENTS_SCHEMA`, with the line within the piece where
+the source will be."""
+
+
+def parse_range(fs: AbstractFileSystem, piece: PieceRange) -> tuple[pa.RecordBatch, PieceReport]:
+    """Read and parse one piece of a landing file (in a worker process, or here)."""
+    with paused_gc(), fs.open(piece.path, "rb") as handle:
+        return parse_piece(read_piece(handle, piece))
+
+
+def parse_piece(lines: list[bytes | memoryview]) -> tuple[pa.RecordBatch, PieceReport]:
+    """Validate every line of a piece into a columnar batch of events and its rejects."""
     models = _default_models()
-    chunk = EventChunk(piece.file)
-    dead: list[dict[str, Any]] = []
-    lines = invalid = landing_bytes = 0
-    for number, line in enumerate(piece.lines, piece.first_line):
+    chunk = EventChunk()
+    dead: list[tuple[int, str, str]] = []
+    valid_lines = invalid = landing_bytes = 0
+    for number, line in enumerate(lines):
         if not line:
             continue
         # Most lines are decoded straight from the landing bytes (msgspec takes surrounding
@@ -219,24 +286,18 @@ def parse_piece(piece: LandingPiece) -> ParsedPiece:
                 continue
             valid, reason = _model_valid(stripped, models)
             if valid is None:
-                lines += 1
+                valid_lines += 1
                 landing_bytes += len(line) + 1
                 invalid += 1
-                dead.append(
-                    dead_letter_row(
-                        stage="intake",
-                        reason=reason or "invalid",
-                        payload=stripped.decode("utf-8", errors="replace"),
-                        source=f"{piece.file}:{number}",
-                    )
-                )
+                payload = stripped.decode("utf-8", errors="replace")
+                dead.append((number, reason or "invalid", payload))
                 continue
-        lines += 1
+        valid_lines += 1
         landing_bytes += len(line) + 1
         fields, request, shape = valid
         task_id = fields.task_id or content_task_id(fields.task_type, request)
         chunk.add(task_id, fields, request, shape, number)
-    return ParsedPiece(chunk.take(), dead, lines, invalid, landing_bytes)
+    return chunk.take(), PieceReport(dead, len(lines), valid_lines, invalid, landing_bytes)
 
 
 class EventChunk:
@@ -248,8 +309,7 @@ class EventChunk:
     copied into one buffer as it comes.
     """
 
-    def __init__(self, source_file: str) -> None:
-        self.source_file = source_file
+    def __init__(self) -> None:
         self._rows: list[tuple[str, TaskFields, RequestShape, int]] = []
         self._requests = Utf8Builder()
 
@@ -262,14 +322,14 @@ class EventChunk:
         fields: TaskFields,
         request: bytes,
         shape: RequestShape,
-        line_number: int,
+        line: int,
     ) -> None:
-        """Append one event (``request`` is its canonical JSON; the line is in the source)."""
-        self._rows.append((task_id, fields, shape, line_number))
+        """Append one event (``request`` is its canonical JSON; ``line`` its piece's line)."""
+        self._rows.append((task_id, fields, shape, line))
         self._requests.append(request)
 
     def take(self) -> pa.RecordBatch:
-        """The gathered events as a record batch; the chunk starts empty again."""
+        """The gathered events as a :data:`PARSED_SCHEMA` batch; the chunk starts empty again."""
         rows, self._rows = self._rows, []
         if rows:
             task_ids, fields, shapes, numbers = zip(*rows, strict=True)
@@ -283,53 +343,127 @@ class EventChunk:
             "task_id": task_ids,
             "request": self._requests.finish(),  # orjson's and msgspec's output: valid UTF-8
             "metadata": [dumps(meta).decode() if meta else None for meta in by_name["metadata"]],
-            # "<file>:<line>", joined in arrow, not per row
-            "source": pc.binary_join_element_wise(
-                self.source_file, pc.cast(pa.array(numbers, pa.int64()), pa.string()), ":"
-            ),
+            "line": numbers,
             "shape": shape_array(list(shapes)),
         }
         arrays = []
-        for field in EVENTS_SCHEMA:
+        for field in PARSED_SCHEMA:
             values = columns[field.name]
             arrays.append(values if isinstance(values, pa.Array) else pa.array(values, field.type))
-        return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
+        return pa.RecordBatch.from_arrays(arrays, schema=PARSED_SCHEMA)
 
 
-def ingest_partition(lake: Lake, partition: str) -> IntakeStats:
+def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> IntakeStats:
     """Validate and deduplicate one partition's landing zone into ``events/``.
 
-    Streams piece by piece (events are written in one chunk per piece, on a writer thread);
-    the set of task ids seen (about 100 bytes per task) is the only state that grows with
-    the partition. Re-running replaces both the events file and the intake dead letters.
+    Streams piece by piece: pieces are parsed in ``workers`` processes (default: one per
+    core, for landing zones of :data:`MIN_PIECES_FOR_WORKERS` pieces or more; 0: here), and
+    taken back in landing order; events are written in one chunk per piece, on a writer
+    thread. The set of task ids seen (about 100 bytes per task) is the only state that grows
+    with the partition. Re-running replaces both the events file and the intake dead letters.
     """
     landing = lake.files(LANDING, partition, ".jsonl")
+    pieces = plan_pieces(lake, landing)
     stats = IntakeStats(landing_files=len(landing))
     seen: set[str] = set()
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
+    first_line: dict[str, int] = {}
     with (
         paused_gc(),
         write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
         write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
     ):
-        for parsed in map(parse_piece, landing_pieces(lake, landing)):
-            stats.lines += parsed.lines
-            stats.invalid += parsed.invalid
-            stats.landing_bytes += parsed.landing_bytes
-            for row in parsed.dead:
+        for piece, (parsed, report) in zip(
+            pieces, parsed_in_order(lake, pieces, workers), strict=True
+        ):
+            line = first_line.get(piece.path, 1)
+            first_line[piece.path] = line + report.physical_lines
+            stats.lines += report.lines
+            stats.invalid += report.invalid
+            stats.landing_bytes += report.landing_bytes
+            for row in report.dead_rows(piece.file, line):
                 dead.add(row)
             repeats = []
-            for row, task_id in enumerate(parsed.events["task_id"].to_pylist()):
+            for row, task_id in enumerate(parsed["task_id"].to_pylist()):
                 # At-least-once producers: a repeat of a task already taken is not new work.
                 if task_id in seen:
                     repeats.append(row)
                 else:
                     seen.add(task_id)
             stats.duplicates += len(repeats)
-            events.add_batch(_without_rows(parsed.events, repeats))
+            events.add_batch(_without_rows(events_with_source(parsed, piece.file, line), repeats))
     stats.valid = events.rows
     return stats
+
+
+MIN_PIECES_FOR_WORKERS = 8
+"""Below this many pieces (about 64 MB of landing lines), parsing stays in the calling
+process: starting a worker would cost more than it saves."""
+WORKERS_VARIABLE = "LLM_PIPELINES_INTAKE_WORKERS"
+WORKER_DEPTH = 2
+"""Pieces sent to a worker and not yet answered, at most: one to parse, one queued."""
+PIECES_IN_FLIGHT = 10
+"""Pieces parsed or being parsed past the next one to write, at most (bounds memory)."""
+
+
+def intake_workers(pieces: int) -> int:
+    """Worker processes that parse beside intake's own: ``$LLM_PIPELINES_INTAKE_WORKERS`` if
+    set, else one per core past the first, for :data:`MIN_PIECES_FOR_WORKERS` pieces or more.
+    """
+    configured = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if configured:
+        try:
+            return max(int(configured), 0)
+        except ValueError:
+            raise ValueError(
+                f"{WORKERS_VARIABLE} must be a whole number of processes, got {configured!r}"
+            ) from None
+    return available_cores() - 1 if pieces >= MIN_PIECES_FOR_WORKERS else 0
+
+
+def parsed_in_order(
+    lake: Lake, pieces: list[PieceRange], workers: int | None = None
+) -> Iterator[tuple[pa.RecordBatch, PieceReport]]:
+    """Each piece parsed (:func:`parse_range`), in order, here and in ``workers`` worker
+    processes beside (None: :func:`intake_workers`).
+
+    This process writes the events too, on a thread, so it does not hand everything away:
+    each worker is kept :data:`WORKER_DEPTH` pieces to parse, and this process parses the
+    others itself, never more than :data:`PIECES_IN_FLIGHT` past the next one to yield. The
+    split follows the speeds: a worker that answers slowly (its core busy) is given less.
+    """
+    count = intake_workers(len(pieces)) if workers is None else workers
+    if count == 0:
+        yield from (parse_range(lake.fs, piece) for piece in pieces)
+        return
+    with contextlib.ExitStack() as stack:
+        helpers = {stack.enter_context(WorkerProcess()): deque[int]() for _ in range(count)}
+        done: dict[int, tuple[pa.RecordBatch, PieceReport]] = {}
+        assigned = 0  # pieces sent or parsed so far, in order
+        for wanted in range(len(pieces)):
+            while wanted not in done:
+                for helper, sent in helpers.items():
+                    while helper.ready():
+                        done[sent.popleft()] = helper.receive()
+                    while (
+                        helper.pending < WORKER_DEPTH
+                        and assigned < len(pieces)
+                        and assigned - wanted < PIECES_IN_FLIGHT
+                    ):
+                        helper.send(parse_range, (lake.fs, pieces[assigned]))
+                        sent.append(assigned)
+                        assigned += 1
+                if wanted in done:
+                    break
+                if assigned < len(pieces) and assigned - wanted < PIECES_IN_FLIGHT:
+                    done[assigned] = parse_range(lake.fs, pieces[assigned])
+                    assigned += 1
+                else:
+                    # Every piece before this one is done, so it is its worker's oldest.
+                    helper = next(h for h, sent in helpers.items() if sent and sent[0] == wanted)
+                    done[helpers[helper].popleft()] = helper.receive()
+            yield done.pop(wanted)
 
 
 def _without_rows(batch: pa.RecordBatch, rows: list[int]) -> pa.Table:

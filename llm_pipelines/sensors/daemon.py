@@ -9,7 +9,6 @@ so what they exercise is the sensor's real contract, run keys included.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,6 @@ UNFINISHED = (
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 )
-
-
-MEMORY_FS = Path("/dev/shm")  # noqa: S108 - only a parent for mkdtemp (private, 0700)
-
-
-@contextlib.contextmanager
-def scratch_dir(prefix: str) -> Iterator[str]:
-    """A temporary folder, in memory (``/dev/shm``) where the OS has one, removed afterwards.
-
-    SQLite syncs on every Dagster event; on a memory filesystem those syncs cost nothing,
-    which makes a harness instance about as fast as an in-memory one.
-    """
-    parent = str(MEMORY_FS) if MEMORY_FS.is_dir() else None
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as folder:
-        yield folder
 
 
 @contextlib.contextmanager

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_pipelines.intake import ingest_partition, parse_line
 from llm_pipelines.storage import Lake, LandingZone
@@ -84,37 +87,87 @@ def test_flush_id_makes_a_retried_flush_idempotent(lake: Lake, day: str) -> None
 
 
 def test_pieces_of_a_landing_file_add_up_to_the_whole_file(tmp_path, day: str, monkeypatch) -> None:
+    """Whole files parsed here, small pieces parsed here, and small pieces shared with a
+    worker process all give the same events, dead letters and counts."""
     import llm_pipelines.intake as intake
     from llm_pipelines.demo.workload import generate_tasks
 
     items = list(generate_tasks(day, 300, seed=4, invalid_share=0.05, duplicate_share=0.08))
     outcomes = []
-    for piece_bytes in (intake.PIECE_BYTES, 16 * 1024):
+    for piece_bytes, workers in ((intake.PIECE_BYTES, 0), (16 * 1024, 0), (16 * 1024, 1)):
         # Small pieces: several per file, so line numbers and repeats cross piece borders.
         monkeypatch.setattr(intake, "PIECE_BYTES", piece_bytes)
-        lake = Lake(str(tmp_path / f"lake-{piece_bytes}"))
+        lake = Lake(str(tmp_path / f"lake-{piece_bytes}-{workers}"))
         LandingZone(lake).append(items, partition=day, flush_id="f", flush_rows=120)
-        stats = ingest_partition(lake, day)
+        stats = ingest_partition(lake, day, workers=workers)
         events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
         dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
         outcomes.append((stats, events, dead.drop_columns(["dead_lettered_at"])))
-    (whole, whole_events, whole_dead), (pieces, piece_events, piece_dead) = outcomes
-    assert whole == pieces
+    (whole, whole_events, whole_dead), *in_pieces = outcomes
     assert whole.duplicates > 0 and whole.invalid > 0
     assert whole.lines == 300 and whole.landing_files == 3
-    assert piece_events.equals(whole_events)
-    assert piece_dead.equals(whole_dead)
+    for pieces, piece_events, piece_dead in in_pieces:
+        assert whole == pieces
+        assert piece_events.equals(whole_events)
+        assert piece_dead.equals(whole_dead)
     # Each event's source is the landing file and line it came from.
     landing = {
         path.rsplit("/", 1)[1]: lake.read_bytes(path).split(b"\n")
         for path in lake.files(LANDING, day, ".jsonl")
     }
     for source, task_id in zip(
-        piece_events["source"].to_pylist(), piece_events["task_id"].to_pylist(), strict=True
+        whole_events["source"].to_pylist(), whole_events["task_id"].to_pylist(), strict=True
     ):
         name, number = source.rsplit(":", 1)
         row, _ = parse_line(landing[name][int(number) - 1])
         assert row is not None and row["task_id"] == task_id, source
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(
+        st.sampled_from([b"", b"a", b"bb", b"{}", b"x" * 40, b" \r"]), min_size=0, max_size=30
+    ),
+    final_newline=st.booleans(),
+    piece_bytes=st.integers(min_value=1, max_value=64),
+)
+def test_pieces_planned_from_sizes_hold_every_line_once(
+    tmp_path_factory, lines: list[bytes], final_newline: bool, piece_bytes: int
+) -> None:
+    """Ranges cut anywhere (inside a line, on a newline, past a line longer than a piece):
+    each line is read whole, once, by the piece its first byte falls in."""
+    from llm_pipelines.intake import plan_pieces, read_piece
+
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    lake = Lake(str(tmp_path_factory.mktemp("lake")))
+    path = lake.path(LANDING, "2026-11-23", "f.jsonl")
+    lake.write_bytes(path, data)
+    read: list[bytes] = []
+    with lake.fs.open(path, "rb") as handle:
+        for piece in plan_pieces(lake, [path], piece_bytes):
+            read.extend(bytes(line) for line in read_piece(handle, piece))
+    expected = data.split(b"\n")
+    if expected[-1] == b"":  # a final newline ends the last line; it starts none
+        expected.pop()
+    assert read == expected
+
+
+def test_a_worker_that_fails_stops_intake_and_publishes_nothing(
+    lake: Lake, day: str, monkeypatch
+) -> None:
+    """A piece that cannot be read in the worker (the first two pieces go to the worker):
+    its error, with the worker's traceback, stops the partition; no events file appears."""
+    import llm_pipelines.intake as intake
+    from llm_pipelines.worker_pool import WorkerError
+
+    LandingZone(lake).append([GOOD] * 50, partition=day, flush_id="f")
+    [path] = lake.files(LANDING, day, ".jsonl")
+    pieces = intake.plan_pieces(lake, [path], 512)
+    gone = [intake.PieceRange(p.path + ".gone", p.start, p.end) for p in pieces[:2]]
+    monkeypatch.setattr(intake, "plan_pieces", lambda *_: gone + pieces[2:])
+    with pytest.raises(WorkerError, match="FileNotFoundError"):
+        ingest_partition(lake, day, workers=1)
+    assert lake.files(EVENTS, day, ".parquet") == []
 
 
 def test_blank_lines_are_skipped_and_windows_line_ends_are_taken(lake: Lake, day: str) -> None:

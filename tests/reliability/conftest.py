@@ -14,12 +14,13 @@ from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import daemon
 from llm_pipelines.storage import LandingZone
+from llm_pipelines.storage.scratch import scratch_dir
 
 
 @pytest.fixture
 def disk_instance() -> Iterator[dg.DagsterInstance]:
     """A Dagster instance on disk (SQLite), shared by this process and its forked children."""
-    with daemon.scratch_dir("dagster-home-") as home, daemon.disk_instance(home) as instance:
+    with scratch_dir("dagster-home-") as home, daemon.disk_instance(home) as instance:
         yield instance
 
 

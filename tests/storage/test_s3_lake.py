@@ -32,3 +32,28 @@ def test_landing_and_intake_on_s3(s3_lake) -> None:
     stats = ingest_partition(s3_lake, "2026-11-23")
     assert (stats.valid, stats.duplicates, stats.invalid) == (1, 1, 1)
     assert s3_lake.partitions(EVENTS) == ["2026-11-23"]
+
+
+def test_intake_workers_read_their_pieces_from_s3(s3_lake, monkeypatch) -> None:
+    """A worker process gets the lake's filesystem (its endpoint and credentials) with each
+    piece and reads its byte range from the object store; the events equal a local parse."""
+    import llm_pipelines.intake as intake
+
+    tasks = [
+        {
+            "task_type": "ticket_triage",
+            "model": "claude-haiku-4-5",
+            "max_tokens": 20,
+            "task_id": f"s3-{n}",
+            "messages": [{"role": "user", "content": f"where is parcel {n}"}],
+        }
+        for n in range(200)
+    ]
+    LandingZone(s3_lake).append([*tasks, "{broken", tasks[0]], partition="2026-11-24")
+    monkeypatch.setattr(intake, "PIECE_BYTES", 2048)  # about 15 pieces
+    events = []
+    for workers in (1, 0):
+        stats = ingest_partition(s3_lake, "2026-11-24", workers=workers)
+        assert (stats.valid, stats.duplicates, stats.invalid) == (200, 1, 1)
+        events.append(s3_lake.read_table(s3_lake.files(EVENTS, "2026-11-24", ".parquet")))
+    assert events[0].equals(events[1])
