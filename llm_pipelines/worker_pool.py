@@ -5,9 +5,11 @@ uses one core however many the machine has. A :class:`WorkerProcess` is a fresh 
 that imports only what its function needs (not Dagster, nor the caller's ``__main__``, as
 ``multiprocessing``'s spawn would), runs the calls it is sent in order, and answers each.
 
-An answer is an Arrow record batch and a small picklable value. The batch comes back through
+An answer is an Arrow record batch and a picklable value. The batch comes back through
 a file in shared memory (``/dev/shm``) that the caller maps: one copy, made by the worker,
-where a pipe would copy it three times.
+where a pipe would copy it three times. Messages on the pipes are framed (a length, then the
+pickle), and a frame is read until it is whole: a pipe holds 64 KB, so a larger message
+arrives in several reads, and an unbuffered read returns whatever has arrived so far.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import os
 import pickle
 import select
+import struct
 import subprocess
 import sys
 import traceback
@@ -32,6 +35,8 @@ SPOOL_MIN_FREE_BYTES = 1 << 30
 STOP_TIMEOUT_S = 10.0
 
 Work = Callable[..., tuple[pa.RecordBatch, Any]]
+FRAME_HEADER = struct.Struct("!Q")
+"""A message's length in bytes, before the message."""
 
 
 class WorkerError(RuntimeError):
@@ -88,7 +93,7 @@ class WorkerProcess:
         """Queue ``function(*args)`` (a module-level function, picklable arguments)."""
         process = self._running()
         try:
-            _write(process.stdin, (function, args))
+            write_message(process.stdin, (function, args))
         except BrokenPipeError:
             raise WorkerError(
                 f"worker process {process.pid} ended (exit code {process.wait()}); "
@@ -107,11 +112,11 @@ class WorkerProcess:
         process = self._running()
         assert process.stdout is not None
         try:
-            status, payload = pickle.load(process.stdout)  # noqa: S301 - our own worker
-        except EOFError:
+            status, payload = read_message(process.stdout)
+        except EOFError as ended:
             raise WorkerError(
-                f"worker process {process.pid} ended without answering "
-                f"(exit code {process.wait()}); its error, if any, is on standard error"
+                f"worker process {process.pid} ended {ended} (exit code {process.wait()}); "
+                "its error, if any, is on standard error"
             ) from None
         self.pending -= 1
         if status != "ok":
@@ -143,10 +148,37 @@ def _stop(process: subprocess.Popen[bytes], *, kill: bool) -> None:
         process.stdout.close()
 
 
-def _write(stream: IO[bytes] | None, message: object) -> None:
+def write_message(stream: IO[bytes] | None, message: object) -> None:
+    """Send ``message`` whole: its length, then its pickle (a raw pipe may take part of a
+    write, so the rest is written until none is left)."""
     assert stream is not None
-    pickle.dump(message, stream, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(FRAME_HEADER.pack(len(data)) + data)
+    while view:
+        written = stream.write(view)
+        view = view[written if written is not None else len(view) :]
     stream.flush()
+
+
+def read_message(stream: IO[bytes]) -> Any:
+    """The next message :func:`write_message` sent, read until whole.
+
+    Raises EOFError, saying how far it got, if the stream ends first.
+    """
+    (size,) = FRAME_HEADER.unpack(_read_exactly(stream, FRAME_HEADER.size, "without answering"))
+    data = _read_exactly(stream, size, "in the middle of an answer")
+    return pickle.loads(data)  # noqa: S301 - our own process, on a pipe only it holds
+
+
+def _read_exactly(stream: IO[bytes], size: int, ended: str) -> bytearray:
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        count = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not count:
+            raise EOFError(ended if got == 0 else f"{ended} ({got:,} of {size:,} bytes came)")
+        got += count
+    return data
 
 
 def _import_path() -> str:
@@ -160,7 +192,7 @@ def serve(spool: str, requests: IO[bytes], replies: IO[bytes]) -> None:
     ``("error", traceback)`` out, until its input ends."""
     for number in range(sys.maxsize):
         try:
-            function, args = pickle.load(requests)  # noqa: S301 - our own caller
+            function, args = read_message(requests)
         except EOFError:
             return
         try:
@@ -171,7 +203,7 @@ def serve(spool: str, requests: IO[bytes], replies: IO[bytes]) -> None:
             reply: tuple[str, Any] = ("ok", (path, extra))
         except Exception:
             reply = ("error", traceback.format_exc())
-        _write(replies, reply)
+        write_message(replies, reply)
 
 
 if __name__ == "__main__":

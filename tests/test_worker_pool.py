@@ -79,3 +79,20 @@ def test_a_worker_is_used_inside_its_block_only() -> None:
     worker = WorkerProcess()
     with pytest.raises(RuntimeError, match="with"):
         worker.send(os.getpid, ())
+
+
+def _large_answer(size: int) -> tuple:
+    import pyarrow as pa
+
+    return pa.record_batch({"n": [size]}), "y" * size
+
+
+@pytest.mark.parametrize("size", [0, 65_535, 65_536, 1 << 20, 48 << 20])
+def test_an_answer_of_any_size_arrives_whole(size: int) -> None:
+    """The pipe holds 64 KB: an answer larger than that arrives in many reads."""
+    with WorkerProcess() as worker:
+        worker.send(_large_answer, (size,))
+        worker.send(_large_answer, (7,))
+        batch, extra = worker.receive()
+        assert batch["n"][0].as_py() == size and extra == "y" * size
+        assert worker.receive()[1] == "yyyyyyy"
