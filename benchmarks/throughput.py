@@ -272,6 +272,7 @@ def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, Any]:
         "valid": intake.valid,
         "invalid": intake.invalid,
         "duplicates": intake.duplicates,
+        "conflicts": intake.conflicts,
         "batch_routed": routing.batch,
         "batch_bodies": bodies,
         "payload_bytes": payload_bytes,

@@ -35,7 +35,13 @@ from llm_pipelines.storage.datasets import (
 )
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.streams import paused_gc
-from llm_pipelines.tasks import LLMTask, TaskFields, content_task_id, fast_task
+from llm_pipelines.tasks import (
+    LLMTask,
+    TaskFields,
+    content_digest,
+    content_task_id,
+    fast_task,
+)
 from llm_pipelines.worker_pool import WorkerProcess, available_cores
 
 EVENTS_FILE = "events.parquet"
@@ -53,6 +59,9 @@ class IntakeStats:
     """Landing lines that are not blank (whitespace only)."""
     valid: int = 0
     duplicates: int = 0
+    """Lines repeating a task already taken, word for word: at-least-once delivery."""
+    conflicts: int = 0
+    """Lines reusing a task id already taken for different content: dead-lettered."""
     invalid: int = 0
     landing_bytes: int = 0
     """Bytes of those lines, as landed, each with its newline."""
@@ -254,12 +263,16 @@ def events_with_source(parsed: pa.RecordBatch, file: str, first_line: int) -> pa
 
 PARSED_SCHEMA = pa.schema(
     [
-        pa.field("line", pa.int32(), nullable=False) if field.name == "source" else field
-        for field in EVENTS_SCHEMA
+        *(
+            pa.field("line", pa.int32(), nullable=False) if field.name == "source" else field
+            for field in EVENTS_SCHEMA
+        ),
+        pa.field("content_digest", pa.uint64(), nullable=False),
     ]
 )
 """A parsed piece's events: as :data:`EVENTS_SCHEMA`, with the line within the piece where
-the source will be."""
+the source will be, and each task's :func:`~llm_pipelines.tasks.content_digest` (to tell a
+repeat from a conflict; not stored)."""
 
 
 def parse_range(fs: AbstractFileSystem, piece: PieceRange) -> tuple[pa.RecordBatch, PieceReport]:
@@ -310,7 +323,7 @@ class EventChunk:
     """
 
     def __init__(self) -> None:
-        self._rows: list[tuple[str, TaskFields, RequestShape, int]] = []
+        self._rows: list[tuple[str, TaskFields, RequestShape, int, int]] = []
         self._requests = Utf8Builder()
 
     def __len__(self) -> int:
@@ -325,17 +338,17 @@ class EventChunk:
         line: int,
     ) -> None:
         """Append one event (``request`` is its canonical JSON; ``line`` its piece's line)."""
-        self._rows.append((task_id, fields, shape, line))
+        self._rows.append((task_id, fields, shape, line, content_digest(fields, request)))
         self._requests.append(request)
 
     def take(self) -> pa.RecordBatch:
         """The gathered events as a :data:`PARSED_SCHEMA` batch; the chunk starts empty again."""
         rows, self._rows = self._rows, []
         if rows:
-            task_ids, fields, shapes, numbers = zip(*rows, strict=True)
+            task_ids, fields, shapes, numbers, digests = zip(*rows, strict=True)
             by_name = dict(zip(TaskFields._fields, zip(*fields, strict=True), strict=True))
         else:
-            task_ids = shapes = numbers = ()
+            task_ids = shapes = numbers = digests = ()
             by_name = {name: () for name in TaskFields._fields}
         dumps = orjson.dumps
         columns: dict[str, Any] = {
@@ -345,6 +358,7 @@ class EventChunk:
             "metadata": [dumps(meta).decode() if meta else None for meta in by_name["metadata"]],
             "line": numbers,
             "shape": shape_array(list(shapes)),
+            "content_digest": digests,
         }
         arrays = []
         for field in PARSED_SCHEMA:
@@ -359,41 +373,51 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
     Streams piece by piece: pieces are parsed in ``workers`` processes (default: one per
     core, for landing zones of :data:`MIN_PIECES_FOR_WORKERS` pieces or more; 0: here), and
     taken back in landing order; events are written in one chunk per piece, on a writer
-    thread. The set of task ids seen (about 100 bytes per task) is the only state that grows
-    with the partition. Re-running replaces both the events file and the intake dead letters.
+    thread. The first line of each task id is its event. A later line with that id and the
+    same content is a repeat (at-least-once producers) and is dropped; one with different
+    content is a producer bug and is dead-lettered, naming where the task first landed. The
+    ids seen and a 64-bit digest of each task's content (about 110 bytes per task) are the
+    only state that grows with the partition. Re-running replaces both the events file and
+    the intake dead letters.
     """
     landing = lake.files(LANDING, partition, ".jsonl")
     pieces = plan_pieces(lake, landing)
     stats = IntakeStats(landing_files=len(landing))
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # task id -> content digest of its first line
+    conflicts: list[dict[str, Any]] = []  # dead-letter rows waiting for the first line's source
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     dead_path = dead_letter_path(lake, partition, "intake", "partition")
     first_line: dict[str, int] = {}
-    with (
-        paused_gc(),
-        write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events,
-        write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
-    ):
-        for piece, (parsed, report) in zip(
-            pieces, parsed_in_order(lake, pieces, workers), strict=True
-        ):
-            line = first_line.get(piece.path, 1)
-            first_line[piece.path] = line + report.physical_lines
-            stats.lines += report.lines
-            stats.invalid += report.invalid
-            stats.landing_bytes += report.landing_bytes
-            for row in report.dead_rows(piece.file, line):
-                dead.add(row)
-            repeats = []
-            for row, task_id in enumerate(parsed["task_id"].to_pylist()):
-                # At-least-once producers: a repeat of a task already taken is not new work.
-                if task_id in seen:
-                    repeats.append(row)
-                else:
-                    seen.add(task_id)
-            stats.duplicates += len(repeats)
-            events.add_batch(_without_rows(events_with_source(parsed, piece.file, line), repeats))
-    stats.valid = events.rows
+    with paused_gc(), write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
+        with write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events:
+            for piece, (parsed, report) in zip(
+                pieces, parsed_in_order(lake, pieces, workers), strict=True
+            ):
+                line = first_line.get(piece.path, 1)
+                first_line[piece.path] = line + report.physical_lines
+                stats.lines += report.lines
+                stats.invalid += report.invalid
+                stats.landing_bytes += report.landing_bytes
+                for row in report.dead_rows(piece.file, line):
+                    dead.add(row)
+                batch = events_with_source(parsed, piece.file, line)
+                dropped = []
+                digests = parsed["content_digest"].to_pylist()
+                for row, task_id in enumerate(parsed["task_id"].to_pylist()):
+                    first = seen.get(task_id)
+                    if first is None:
+                        seen[task_id] = digests[row]
+                        continue
+                    dropped.append(row)
+                    if first != digests[row]:
+                        conflicts.append(_conflict_row(batch, row))
+                        stats.conflicts += 1
+                    else:
+                        stats.duplicates += 1
+                events.add_batch(_without_rows(batch, dropped))
+        stats.valid = events.rows
+        for row in _with_first_sources(lake, events_path, conflicts):
+            dead.add(row)
     return stats
 
 
@@ -464,6 +488,73 @@ def parsed_in_order(
                     helper = next(h for h, sent in helpers.items() if sent and sent[0] == wanted)
                     done[helpers[helper].popleft()] = helper.receive()
             yield done.pop(wanted)
+
+
+CONTENT_FIELDS = [
+    name
+    for name in EVENTS_SCHEMA.names
+    if name not in ("task_id", "source", "shape", "prompt_chars")
+]
+"""What a producer says of a task besides its id (the rest is derived from these)."""
+
+
+def _conflict_row(batch: pa.RecordBatch, row: int) -> dict[str, Any]:
+    """A dead letter for a line that reuses a task id for other content; its reason waits
+    for the source of the task's first line (see :func:`_with_first_sources`)."""
+    event = batch.slice(row, 1).to_pylist()[0]
+    return dead_letter_row(
+        stage="intake",
+        task_id=event["task_id"],
+        reason="",
+        payload=orjson.dumps(_landing_form(event)).decode(),
+        source=event["source"],
+    ) | {"_event": {name: event[name] for name in CONTENT_FIELDS}}
+
+
+def _landing_form(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the landing line that would give it (to replay a dead letter)."""
+    task = orjson.loads(event["request"])
+    task.update(
+        task_id=event["task_id"],
+        task_type=event["task_type"],
+        priority=event["priority"],
+        requires_realtime=event["requires_realtime"],
+    )
+    if event["deadline"] is not None:
+        task["deadline"] = event["deadline"].isoformat()
+    if event["metadata"] is not None:
+        task["metadata"] = orjson.loads(event["metadata"])
+    return task
+
+
+def _with_first_sources(
+    lake: Lake, events_path: str, conflicts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The conflicts' dead-letter rows, each reason naming where its task first landed and
+    what differs. Reads back only the events file's rows of conflicting ids."""
+    if not conflicts:
+        return []
+    ids = pa.array(sorted({row["task_id"] for row in conflicts}))
+    firsts = lake.select_rows(
+        events_path,
+        ["task_id"],
+        lambda narrow: pc.is_in(narrow["task_id"], value_set=ids),
+        ["task_id", "source", *CONTENT_FIELDS],
+    )
+    by_id = {row["task_id"]: row for batch in firsts for row in batch.to_pylist()}
+    rows = []
+    for conflict in conflicts:
+        event = conflict.pop("_event")
+        first = by_id[conflict["task_id"]]
+        differs = [name for name in CONTENT_FIELDS if event[name] != first[name]]
+        conflict["reason"] = (
+            f"task_id {conflict['task_id']!r} conflicts with the task first landed at "
+            f"{first['source']}: same id, different {', '.join(differs) or 'content'}; the first "
+            "was kept "
+            "(give each task its own task_id, or land a repeat unchanged)"
+        )
+        rows.append(conflict)
+    return rows
 
 
 def _without_rows(batch: pa.RecordBatch, rows: list[int]) -> pa.Table:

@@ -6,10 +6,12 @@ import hashlib
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import orjson
+import xxhash
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -133,6 +135,34 @@ def content_task_id(task_type: str, request_json: bytes) -> str:
     digest = hashlib.blake2b(task_type.encode() + b"\x00", digest_size=16)
     digest.update(request_json)  # not concatenated: no copy of a long request
     return "t_" + digest.hexdigest()
+
+
+def content_digest(fields: TaskFields, request: bytes) -> int:
+    """A 64-bit digest of everything a producer said of a task but its id: the canonical
+    request (model and max_tokens included) and the producer fields around it.
+
+    Two landing lines with one ``task_id`` and the same digest are one task landed twice;
+    different digests are a producer bug (see intake). Deterministic across processes
+    (unlike ``hash``), so a worker process and intake agree.
+    """
+    seed = _producer_seed(
+        fields.task_type, fields.priority, fields.deadline, fields.requires_realtime
+    )
+    if fields.metadata:
+        seed = xxhash.xxh3_64_intdigest(
+            orjson.dumps(fields.metadata, option=orjson.OPT_SORT_KEYS), seed
+        )
+    return xxhash.xxh3_64_intdigest(request, seed)
+
+
+@lru_cache(maxsize=4096)
+def _producer_seed(
+    task_type: str, priority: int, deadline: datetime | None, requires_realtime: bool
+) -> int:
+    # Few distinct values in a day: cached, the digest costs little more than hashing the request.
+    return xxhash.xxh3_64_intdigest(
+        orjson.dumps((task_type, priority, deadline, requires_realtime))
+    )
 
 
 def ids_digest(task_ids: Iterable[str]) -> str:

@@ -29,19 +29,26 @@ class RoutingConfig(dg.Config):
     deps=LANDING_PRODUCERS,
     description=(
         "A day's landing zone validated against the task schema and deduplicated by task_id. "
-        "Invalid lines go to dead_letter/ with the reason; none are dropped silently."
+        "Invalid lines, and lines reusing a task_id for different content, go to dead_letter/ "
+        "with the reason; none are dropped silently."
     ),
 )
 def raw_llm_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     stats = ingest_partition(lake.lake(), context.partition_key)
     if stats.invalid:
         context.log.warning(f"{stats.invalid} landing lines were invalid and dead-lettered")
+    if stats.conflicts:
+        context.log.warning(
+            f"{stats.conflicts} landing lines reused a task_id for different content and were "
+            "dead-lettered (a producer bug: see dead_letter/ for where each task first landed)"
+        )
     return dg.MaterializeResult(
         metadata={
             "landing_files": stats.landing_files,
             "lines": stats.lines,
             "valid": stats.valid,
             "duplicates": stats.duplicates,
+            "conflicts": stats.conflicts,
             "invalid": stats.invalid,
             "landing_bytes": stats.landing_bytes,
             "dagster/row_count": stats.valid,

@@ -198,22 +198,84 @@ def test_a_line_nested_past_any_parser_limit_is_a_dead_letter(lake: Lake, day: s
     assert (stats.lines, stats.valid, stats.invalid) == (4, 1, 3)
 
 
-def test_repeats_are_dropped_wherever_they_fall_in_a_piece(tmp_path, day: str, monkeypatch) -> None:
+def test_repeats_are_dropped_and_conflicts_dead_lettered_wherever_they_fall_in_a_piece(
+    tmp_path, day: str, monkeypatch
+) -> None:
     """First occurrences kept in landing order: repeats first or last in a piece, in runs,
-    and a piece of nothing but repeats."""
+    and a piece of nothing but repeats. A repeat word for word is dropped; one with the same
+    id and other content is dead-lettered with a reason naming where the task first landed."""
     import llm_pipelines.intake as intake
 
     ids = ["a", "b", "a", "a", "c", "b", "d", "d", "e", "a", "b", "c", "d", "e", "f", "f"]
-    lines = [
-        {**GOOD, "task_id": task_id, "metadata": {"n": str(n)}} for n, task_id in enumerate(ids)
-    ]
+    conflicting = {3, 7, 13}  # positions whose line changes the task first landed
+    firsts = {task_id: n for n, task_id in reversed(list(enumerate(ids)))}
+    lines = []
+    for n, task_id in enumerate(ids):
+        line = {**GOOD, "task_id": task_id, "metadata": {"n": str(firsts[task_id])}}
+        if n in conflicting:
+            line["max_tokens"] = 99 + n
+        lines.append(line)
     monkeypatch.setattr(intake, "PIECE_BYTES", len(orjson.dumps(lines[0])) * 3)  # ~3 lines
     lake = Lake(str(tmp_path / "lake"))
     LandingZone(lake).append(lines, partition=day, flush_id="f")
-    stats = ingest_partition(lake, day)
+    stats = ingest_partition(lake, day, workers=1)
     events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
     assert events["task_id"].to_pylist() == ["a", "b", "c", "d", "e", "f"]
-    # Each kept row is the first occurrence, whole: its own metadata came with it.
+    # Each kept row is the first occurrence, whole.
+    assert [orjson.loads(r)["max_tokens"] for r in events["request"].to_pylist()] == [50] * 6
     kept = [int(orjson.loads(m)["n"]) for m in events["metadata"].to_pylist()]
     assert kept == [0, 1, 4, 6, 8, 14]
-    assert (stats.valid, stats.duplicates) == (6, 10)
+    assert (stats.lines, stats.valid, stats.duplicates, stats.conflicts) == (16, 6, 7, 3)
+    dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+    assert dead["stage"].to_pylist() == ["intake"] * 3
+    assert dead["task_id"].to_pylist() == ["a", "d", "e"]
+    [name] = {source.rsplit(":", 1)[0] for source in dead["source"].to_pylist()}
+    assert dead["source"].to_pylist() == [f"{name}:{n + 1}" for n in sorted(conflicting)]
+    for reason, task_id in zip(dead["reason"].to_pylist(), ["a", "d", "e"], strict=True):
+        assert reason.startswith(
+            f"task_id '{task_id}' conflicts with the task first landed at "
+            f"{name}:{firsts[task_id] + 1}: same id, different max_tokens, request;"
+        ), reason
+    # The payload is the conflicting line itself, ready to be fixed and landed again.
+    payloads = [orjson.loads(p) for p in dead["payload"].to_pylist()]
+    assert [p["max_tokens"] for p in payloads] == [99 + n for n in sorted(conflicting)]
+    assert LLMTask.model_validate(payloads[0]).fields()[:4] == (
+        "a",
+        "ticket_triage",
+        GOOD["model"],
+        102,
+    )
+
+
+def test_a_worker_answers_a_piece_of_thousands_of_bad_lines_and_1_mb_lines_whole(
+    tmp_path, day: str
+) -> None:
+    """At realistic size, with the worker engaged: a piece whose dead letters add up to
+    megabytes (thousands of invalid lines, some of 1 MB) comes back whole from the worker,
+    the same as parsed here. (Its answer once crossed an unbuffered pipe read with
+    ``pickle.load``, which took a short read for the end of the data: any answer over the
+    pipe's 64 KB crashed the partition, and a retry crashed again.)"""
+    big = "x" * (1 << 20)
+    items: list = []
+    for n in range(4_000):
+        if n % 1_000 == 0:  # 1 MB lines: a valid one, and one rejected with its payload
+            items.append(
+                {**GOOD, "task_id": f"big-{n}", "messages": [{"role": "user", "content": big}]}
+            )
+            items.append({**GOOD, "max_tokens": "many", "system": big})
+        items.append({**GOOD, "task_id": f"ok-{n}"})
+        items.append({**GOOD, "max_tokens": 0, "metadata": {"pad": "p" * 1000, "n": str(n)}})
+    outcomes = []
+    for workers in (0, 1):
+        lake = Lake(str(tmp_path / f"lake-{workers}"))
+        LandingZone(lake).append(items, partition=day, flush_id="f")
+        stats = ingest_partition(lake, day, workers=workers)
+        dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+        events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+        outcomes.append((stats, events, dead.drop_columns(["dead_lettered_at"])))
+    (here, here_events, here_dead), (worker, worker_events, worker_dead) = outcomes
+    assert here.invalid == 4_004 and here.valid == 4_004
+    assert sum(len(p) for p in here_dead["payload"].to_pylist()) > 8 << 20
+    assert worker == here
+    assert worker_events.equals(here_events)
+    assert worker_dead.equals(here_dead)
