@@ -118,7 +118,7 @@ def _model_valid(
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        return None, f"not valid JSON: {error}"
+        return None, _utf8_problem(line) or f"not valid JSON: {error}"
     if not isinstance(raw, dict):
         return None, f"expected a JSON object, got {type(raw).__name__}"
     try:
@@ -131,6 +131,16 @@ def _model_valid(
         )
     request, shape = canonical_request(task.request_params())
     return ValidTask(task.fields(), request, shape), None
+
+
+def _utf8_problem(line: bytes | memoryview) -> str | None:
+    """Where a line is not UTF-8, said plainly (orjson calls it "surrogates not allowed")."""
+    try:
+        bytes(line).decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        return f"not valid UTF-8: byte {byte:#04x} at offset {error.start} ({error.reason})"
+    return None
 
 
 def parse_line(
@@ -191,6 +201,7 @@ def plan_pieces(lake: Lake, paths: list[str], piece_bytes: int | None = None) ->
     ]
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
 TAIL_READ_BYTES = 64 * 1024
 """Reads past a range's end to finish its last line: most lines end within one."""
 
@@ -204,7 +215,9 @@ def read_piece(handle: IO[bytes], piece: PieceRange) -> list[bytes | memoryview]
     handle.seek(begin)
     data = handle.read(piece.end - begin)
     first = 0
-    if piece.start > 0:
+    if piece.start == 0 and data.startswith(UTF8_BOM):
+        first = len(UTF8_BOM)  # spreadsheet exports start with one; it is not part of a line
+    elif piece.start > 0:
         # data[0] is the byte before the range: a line begins after each newline
         first = data.find(b"\n") + 1
         if first == 0 or first == len(data):

@@ -16,6 +16,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -63,19 +66,21 @@ class LLMTask(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: Annotated[str, StringConstraints(pattern=CUSTOM_ID_PATTERN)] | None = None
-    task_type: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
-    model: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_CHARS)]
+    # Producer fields are strict: "yes" is not a boolean nor "100" a number. A producer that
+    # writes them has a bug and hears of it in a dead letter, instead of a guess routing it.
+    task_id: Annotated[StrictStr, StringConstraints(pattern=CUSTOM_ID_PATTERN)] | None = None
+    task_type: Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
+    model: Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_MODEL_CHARS)]
     messages: list[ChatMessage] = Field(min_length=1)
     system: NonEmptyText | list[TextBlock] | None = None
-    max_tokens: int = Field(ge=1, le=MAX_OUTPUT_TOKENS)
+    max_tokens: StrictInt = Field(ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=1)
-    priority: int = Field(
+    priority: StrictInt = Field(
         default=DEFAULT_PRIORITY, ge=0, le=LOWEST_PRIORITY, description="0 is most urgent"
     )
     deadline: datetime | None = None
-    requires_realtime: bool = False
-    metadata: dict[str, str] = Field(default_factory=dict)
+    requires_realtime: StrictBool = False
+    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict)
 
     @field_validator("messages")
     @classmethod

@@ -279,3 +279,50 @@ def test_a_worker_answers_a_piece_of_thousands_of_bad_lines_and_1_mb_lines_whole
     assert worker == here
     assert worker_events.equals(here_events)
     assert worker_dead.equals(here_dead)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("requires_realtime", "yes", "requires_realtime: Input should be a valid boolean"),
+        ("requires_realtime", 1, "requires_realtime: Input should be a valid boolean"),
+        ("max_tokens", "100", "max_tokens: Input should be a valid integer"),
+        ("max_tokens", 100.0, "max_tokens: Input should be a valid integer"),
+        ("priority", True, "priority: Input should be a valid integer"),
+        ("priority", "1", "priority: Input should be a valid integer"),
+        ("task_type", 7, "task_type: Input should be a valid string"),
+    ],
+)
+def test_producer_fields_are_taken_as_typed_never_coerced(
+    field: str, value: object, expected: str
+) -> None:
+    """A producer that writes ``"requires_realtime": "yes"`` has a bug: it must hear of it,
+    not have its task routed real-time on a guess."""
+    row, reason = parse_line(orjson.dumps({**GOOD, field: value}))
+    assert row is None
+    assert reason is not None and reason.startswith(expected), reason
+
+
+def test_invalid_utf8_is_named_as_such_with_where(lake: Lake, day: str) -> None:
+    line = orjson.dumps({**GOOD, "task_id": "bad-bytes"}).replace(b"late", b"l\xe9te")
+    row, reason = parse_line(line)
+    assert row is None
+    at = line.index(b"\xe9")
+    assert reason == f"not valid UTF-8: byte 0xe9 at offset {at} (invalid continuation byte)"
+    row, reason = parse_line(b"\xff" + line)
+    assert reason == "not valid UTF-8: byte 0xff at offset 0 (invalid start byte)"
+
+
+def test_a_byte_order_mark_at_the_start_of_a_landing_file_is_taken(lake: Lake, day: str) -> None:
+    """Spreadsheet exports start files with a UTF-8 BOM: the first line is not lost to it."""
+    lines = [orjson.dumps({**GOOD, "task_id": f"bom-{n}"}) for n in range(3)]
+    lake.write_bytes(
+        lake.path(LANDING, day, "export.jsonl"), b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n"
+    )
+    stats = ingest_partition(lake, day)
+    assert (stats.lines, stats.valid, stats.invalid) == (3, 3, 0)
+    events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+    assert events["source"].to_pylist() == [f"export.jsonl:{n}" for n in (1, 2, 3)]
+    # Only at the start of a file: elsewhere it is not whitespace, and the line is rejected.
+    row, reason = parse_line(b"\xef\xbb\xbf" + lines[0])
+    assert row is None and reason
