@@ -56,6 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+import llm_pipelines.intake as intake_module
 from llm_pipelines.costs import default_price_table
 from llm_pipelines.demo.workload import _pick, _text  # the demo's task mix and wording
 from llm_pipelines.dispatch.collect import collect_batch, task_requests
@@ -63,7 +64,7 @@ from llm_pipelines.dispatch.packing import ENVELOPE_BYTES, Oversized
 from llm_pipelines.dispatch.results import _UNCOSTED
 from llm_pipelines.dispatch.submit import SIDECAR_SCHEMA, SubmitStats, batch_key, batch_payloads
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore, in_process_client
-from llm_pipelines.intake import EVENTS_FILE, ingest_partition
+from llm_pipelines.intake import EVENTS_FILE, ingest_partition, intake_workers, plan_pieces
 from llm_pipelines.providers import ANTHROPIC_LIMITS, AnthropicProvider
 from llm_pipelines.routing import BATCH, REALTIME, default_policy
 from llm_pipelines.routing.caching import CHARS_PER_TOKEN
@@ -255,6 +256,8 @@ def timed(into: dict[str, float], name: str) -> Iterator[None]:
 def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, Any]:
     """Landing → events → routed tasks → batch bodies, as the assets run it."""
     steps: dict[str, float] = {}
+    pieces = len(plan_pieces(lake, lake.files(LANDING, DAY, ".jsonl")))
+    workers = intake_workers(pieces)
     with timed(steps, "intake_s"):
         intake = ingest_partition(lake, DAY)
     with timed(steps, "routing_s"):
@@ -273,6 +276,8 @@ def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, Any]:
         "invalid": intake.invalid,
         "duplicates": intake.duplicates,
         "conflicts": intake.conflicts,
+        "intake_pieces": pieces,
+        "intake_workers": workers,
         "batch_routed": routing.batch,
         "batch_bodies": bodies,
         "payload_bytes": payload_bytes,
@@ -719,7 +724,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", help="where the lake and emulator go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--piece-bytes",
+        type=int,
+        help="intake's piece size (default: the pipeline's); small pieces at a small --tasks "
+        "engage the intake worker process as a large day does",
+    )
     args = parser.parse_args(argv)
+    if args.piece_bytes:
+        intake_module.PIECE_BYTES = args.piece_bytes
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm-bench-"))
     try:
         figures = run(args.tasks, work, args.seed)
