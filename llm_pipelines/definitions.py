@@ -7,15 +7,17 @@ import os
 import dagster as dg
 
 from llm_pipelines import workloads
-from llm_pipelines.assets import dispatch, intake, report
+from llm_pipelines.assets import catalog, dispatch, intake, report
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import (
     batch_completion_sensor,
     cancel_batches_job,
     collect_batch_results,
     daily_batch_cycle,
+    daily_catalog_refresh,
     nightly_batch_cycle,
     nightly_sweep,
+    refresh_model_catalog,
     replay_dead_letters_job,
     resubmit_batch_retries,
     sweep_abandoned_files_job,
@@ -38,12 +40,13 @@ def default_resources() -> dict[str, object]:
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """The project's Definitions, with ``resources`` (any key not given: from the environment)."""
-    modules = [intake, dispatch, report]
+    modules = [catalog, intake, dispatch, report]
     return dg.Definitions(
         assets=[*dg.load_assets_from_modules(modules), *workloads.ASSETS],
         asset_checks=dg.load_asset_checks_from_modules(modules),
         jobs=[
             daily_batch_cycle,
+            refresh_model_catalog,
             collect_batch_results,
             resubmit_batch_retries,
             replay_dead_letters_job,
@@ -52,7 +55,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             *workloads.JOBS,
         ],
         sensors=[batch_completion_sensor, *workloads.SENSORS],
-        schedules=[nightly_batch_cycle, nightly_sweep, *workloads.SCHEDULES],
+        schedules=[nightly_batch_cycle, nightly_sweep, daily_catalog_refresh, *workloads.SCHEDULES],
         resources={**default_resources(), **(resources or {})},
         # The steps wait on I/O (the lake, the API): running them in the run's own process
         # saves a Python start-up (seconds) per step. A deployment can set its own executor.

@@ -4,6 +4,7 @@ lake's housekeeping."""
 import dagster as dg
 from pydantic import Field
 
+from llm_pipelines.assets.catalog import model_catalog
 from llm_pipelines.assets.dispatch import (
     batch_results,
     batch_submissions,
@@ -44,6 +45,12 @@ daily_batch_cycle = dg.define_asset_job(
         "dagster/max_retries": "3",
         "dagster/retry_strategy": "FROM_FAILURE",
     },
+)
+
+refresh_model_catalog = dg.define_asset_job(
+    "refresh_model_catalog",
+    selection=dg.AssetSelection.assets(model_catalog),
+    description="Read the provider's Models API into the lake's model catalog.",
 )
 
 collect_batch_results = dg.define_asset_job(

@@ -2,7 +2,11 @@
 
 import dagster as dg
 
-from llm_pipelines.sensors.jobs import daily_batch_cycle, sweep_abandoned_files_job
+from llm_pipelines.sensors.jobs import (
+    daily_batch_cycle,
+    refresh_model_catalog,
+    sweep_abandoned_files_job,
+)
 
 nightly_batch_cycle = dg.build_schedule_from_partitioned_job(
     daily_batch_cycle,
@@ -19,5 +23,17 @@ nightly_sweep = dg.ScheduleDefinition(
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
     description="At 03:30 UTC, remove temporary files that killed writers left in the lake.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+daily_catalog_refresh = dg.ScheduleDefinition(
+    name="daily_catalog_refresh",
+    job=refresh_model_catalog,
+    cron_schedule="30 1 * * *",
+    execution_timezone="UTC",
+    description=(
+        "At 01:30 UTC, read the provider's Models API into the model catalog, before the "
+        "nightly cycle validates and routes by it."
+    ),
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

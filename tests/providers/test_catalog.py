@@ -1,0 +1,84 @@
+"""The model catalog: ids resolve as the API resolves them, and retired work finds a home."""
+
+from __future__ import annotations
+
+from llm_pipelines.providers.catalog import ModelCatalog
+from llm_pipelines.storage import Lake
+
+LISTING = [
+    {
+        "id": "claude-sonnet-4-5-20250929",
+        "lifecycle": "retired",
+        "line": "sonnet",
+        "created_at": "2025-09-29T00:00:00Z",
+        "max_tokens": 64_000,
+        "type": "model",
+    },
+    {
+        "id": "claude-sonnet-5-5",
+        "lifecycle": "active",
+        "line": "sonnet",
+        "created_at": "2026-10-01T00:00:00Z",
+        "max_tokens": 128_000,
+        "type": "model",
+    },
+    {
+        "id": "claude-sonnet-5",
+        "lifecycle": "active",
+        "line": "sonnet",
+        "created_at": "2026-03-01T00:00:00Z",
+        "max_tokens": 64_000,
+        "type": "model",
+    },
+    {
+        "id": "claude-haiku-4-5-20251001",
+        "lifecycle": "active",
+        "line": "haiku",
+        "created_at": "2025-10-01T00:00:00Z",
+        "max_tokens": 64_000,
+        "type": "model",
+    },
+    {
+        "id": "claude-opus-4-5",
+        "lifecycle": "deprecated",
+        "line": "opus",
+        "created_at": "2025-11-01T00:00:00Z",
+        "max_tokens": 64_000,
+        "type": "model",
+    },
+    {"id": "claude-mythos-preview", "lifecycle": "retired", "line": None, "type": "model"},
+]
+
+
+def _catalog() -> ModelCatalog:
+    return ModelCatalog.from_listing(LISTING, source="test")
+
+
+def test_listed_dated_and_alias_ids_resolve_to_the_listed_model() -> None:
+    catalog = _catalog()
+    assert catalog.resolve("claude-sonnet-5-5").id == "claude-sonnet-5-5"
+    # an alias names its dated model; a dated form of a listed alias names the alias
+    assert catalog.resolve("claude-haiku-4-5").id == "claude-haiku-4-5-20251001"
+    assert catalog.resolve("claude-opus-4-5-20251101").id == "claude-opus-4-5"
+    assert catalog.resolve("claude-3-5-haiku") is None
+    accepted = catalog.accepted_ids()
+    assert accepted["claude-haiku-4-5"] == accepted["claude-haiku-4-5-20251001"] == 64_000
+    assert "claude-3-5-haiku" not in accepted
+
+
+def test_a_retired_model_goes_to_the_named_successor_else_the_newest_active_of_its_line() -> None:
+    catalog = _catalog()
+    assert catalog.successor("claude-sonnet-4-5") == "claude-sonnet-5-5"  # newest, not first
+    assert catalog.successor("claude-sonnet-4-5", {"claude-sonnet-4-5": "claude-sonnet-5"}) == (
+        "claude-sonnet-5"
+    )
+    assert catalog.successor("claude-mythos-preview") is None  # no line: nowhere to go
+    assert catalog.successor("claude-opus-4-5") is None  # its line has no active model
+
+
+def test_the_catalog_round_trips_through_the_lake(tmp_path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    assert ModelCatalog.load(lake) is None
+    catalog = _catalog()
+    catalog.save(lake)
+    assert ModelCatalog.load(lake) == catalog
