@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import IO, Any, NamedTuple
@@ -85,34 +85,45 @@ class ValidTask(NamedTuple):
     shape: RequestShape
 
 
+ModelLimits = Mapping[str, int | None]
+"""Every model id a task may name → its ``max_tokens`` ceiling (None: none published).
+
+From the model catalog (:meth:`~llm_pipelines.providers.catalog.ModelCatalog.accepted_ids`,
+less models without a price); without one, the price table's models, with no ceilings."""
+
+
 def validate_line(
-    line: bytes | memoryview, known_models: frozenset[str] | None = None
+    line: bytes | memoryview, known_models: ModelLimits | None = None
 ) -> tuple[ValidTask | None, str | None]:
     """Decode and validate one landing line; return the task or the reason it was rejected.
 
     The common shape is decoded and checked in C by :func:`~llm_pipelines.tasks.fast_task`;
     everything else, and every reject, goes through :class:`LLMTask`, whose rules and wording
     decide. ``known_models`` (default: the price table's) rejects a model nobody can price or
-    serve.
+    serve, and ``max_tokens`` over a model's ceiling.
     """
     models = known_models if known_models is not None else _default_models()
     fast = _fast_valid(line, models)
     return (fast, None) if fast is not None else _model_valid(line, models)
 
 
-def _fast_valid(line: bytes | memoryview, models: frozenset[str]) -> ValidTask | None:
-    """The task, if msgspec's fast path takes the line and its model is known; else None."""
+def _fast_valid(line: bytes | memoryview, models: ModelLimits) -> ValidTask | None:
+    """The task, if msgspec's fast path takes the line and its model and max_tokens are
+    allowed; else None."""
     fast = fast_task(line)
-    if fast is None or fast.fields.model not in models:
+    if fast is None:
         return None
     fields, request = fast.fields, fast.request
+    ceiling = models.get(fields.model, _UNKNOWN)  # inlined _model_problem: once per task
+    if ceiling is _UNKNOWN or (ceiling is not None and fields.max_tokens > ceiling):
+        return None
     return ValidTask(
         fields, request, plain_shape(request, fields.model, fast.system, fast.temperature)
     )
 
 
 def _model_valid(
-    line: bytes | memoryview, models: frozenset[str]
+    line: bytes | memoryview, models: ModelLimits
 ) -> tuple[ValidTask | None, str | None]:
     """The task as :class:`LLMTask` validates it, or the reason the line was rejected."""
     try:
@@ -125,10 +136,8 @@ def _model_valid(
         task = LLMTask.model_validate(raw)
     except ValidationError as error:
         return None, explain(error)
-    if task.model not in models:
-        return None, (
-            f"model: {task.model!r} is not in the price table (known: {', '.join(sorted(models))})"
-        )
+    if problem := _model_problem(task.model, task.max_tokens, models):
+        return None, problem
     request, shape = canonical_request(task.request_params())
     return ValidTask(task.fields(), request, shape), None
 
@@ -143,8 +152,26 @@ def _utf8_problem(line: bytes | memoryview) -> str | None:
     return None
 
 
+_UNKNOWN = -1
+
+
+def _model_problem(model: str, max_tokens: int, models: ModelLimits) -> str | None:
+    """Why a task may not ask ``model`` for ``max_tokens`` (None: it may)."""
+    if model not in models:
+        return f"model: {model!r} is not a model the pipeline can serve and price (known: " + (
+            ", ".join(sorted(models)) + ")"
+        )
+    ceiling = models[model]
+    if ceiling is not None and max_tokens > ceiling:
+        return (
+            f"max_tokens: {max_tokens:,} is above {model}'s limit of {ceiling:,} output tokens "
+            "(the provider's Models API)"
+        )
+    return None
+
+
 def parse_line(
-    line: bytes, known_models: frozenset[str] | None = None
+    line: bytes, known_models: ModelLimits | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Decode one landing line; return the event row (without ``source``) or the reason."""
     valid, reason = validate_line(line, known_models)
@@ -167,8 +194,8 @@ def parse_line(
 
 
 @cache
-def _default_models() -> frozenset[str]:
-    return frozenset(default_price_table().models)
+def _default_models() -> ModelLimits:
+    return dict.fromkeys(default_price_table().models)
 
 
 @dataclass(frozen=True)
@@ -288,15 +315,19 @@ the source will be, and each task's :func:`~llm_pipelines.tasks.content_digest` 
 repeat from a conflict; not stored)."""
 
 
-def parse_range(fs: AbstractFileSystem, piece: PieceRange) -> tuple[pa.RecordBatch, PieceReport]:
+def parse_range(
+    fs: AbstractFileSystem, piece: PieceRange, models: ModelLimits | None = None
+) -> tuple[pa.RecordBatch, PieceReport]:
     """Read and parse one piece of a landing file (in a worker process, or here)."""
     with paused_gc(), fs.open(piece.path, "rb") as handle:
-        return parse_piece(read_piece(handle, piece))
+        return parse_piece(read_piece(handle, piece), models)
 
 
-def parse_piece(lines: list[bytes | memoryview]) -> tuple[pa.RecordBatch, PieceReport]:
+def parse_piece(
+    lines: list[bytes | memoryview], models: ModelLimits | None = None
+) -> tuple[pa.RecordBatch, PieceReport]:
     """Validate every line of a piece into a columnar batch of events and its rejects."""
-    models = _default_models()
+    models = models if models is not None else _default_models()
     chunk = EventChunk()
     dead: list[tuple[int, str, str]] = []
     valid_lines = invalid = landing_bytes = 0
@@ -380,16 +411,20 @@ class EventChunk:
         return pa.RecordBatch.from_arrays(arrays, schema=PARSED_SCHEMA)
 
 
-def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> IntakeStats:
+def ingest_partition(
+    lake: Lake, partition: str, workers: int | None = None, models: ModelLimits | None = None
+) -> IntakeStats:
     """Validate and deduplicate one partition's landing zone into ``events/``.
 
     Streams piece by piece: pieces are parsed in ``workers`` processes (default: one per
     core, for landing zones of :data:`MIN_PIECES_FOR_WORKERS` pieces or more; 0: here), and
     taken back in landing order; events are written in one chunk per piece, on a writer
-    thread. The first line of each task id is its event. A later line with that id and the
-    same content is a repeat (at-least-once producers) and is dropped; one with different
-    content is a producer bug and is dead-lettered, naming where the task first landed. The
-    ids seen and a 64-bit digest of each task's content (about 110 bytes per task) are the
+    thread. ``models`` are the model ids tasks may name, with their ``max_tokens`` ceilings
+    (default: the price table's, no ceilings). The first line of each task id is its event.
+    A later line with that id and the same content is a repeat (at-least-once producers)
+    and is dropped; one with different content is a producer bug and is dead-lettered,
+    naming where the task first landed. The ids seen and a 64-bit digest of each task's
+    content (about 110 bytes per task) are the
     only state that grows with the partition. Re-running replaces both the events file and
     the intake dead letters.
     """
@@ -404,7 +439,7 @@ def ingest_partition(lake: Lake, partition: str, workers: int | None = None) -> 
     with paused_gc(), write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
         with write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events:
             for piece, (parsed, report) in zip(
-                pieces, parsed_in_order(lake, pieces, workers), strict=True
+                pieces, parsed_in_order(lake, pieces, workers, models), strict=True
             ):
                 line = first_line.get(piece.path, 1)
                 first_line[piece.path] = line + report.physical_lines
@@ -460,7 +495,10 @@ def intake_workers(pieces: int) -> int:
 
 
 def parsed_in_order(
-    lake: Lake, pieces: list[PieceRange], workers: int | None = None
+    lake: Lake,
+    pieces: list[PieceRange],
+    workers: int | None = None,
+    models: ModelLimits | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, PieceReport]]:
     """Each piece parsed (:func:`parse_range`), in order, here and in ``workers`` worker
     processes beside (None: :func:`intake_workers`).
@@ -472,7 +510,7 @@ def parsed_in_order(
     """
     count = intake_workers(len(pieces)) if workers is None else workers
     if count == 0:
-        yield from (parse_range(lake.fs, piece) for piece in pieces)
+        yield from (parse_range(lake.fs, piece, models) for piece in pieces)
         return
     with contextlib.ExitStack() as stack:
         helpers = {stack.enter_context(WorkerProcess()): deque[int]() for _ in range(count)}
@@ -488,13 +526,13 @@ def parsed_in_order(
                         and assigned < len(pieces)
                         and assigned - wanted < PIECES_IN_FLIGHT
                     ):
-                        helper.send(parse_range, (lake.fs, pieces[assigned]))
+                        helper.send(parse_range, (lake.fs, pieces[assigned], models))
                         sent.append(assigned)
                         assigned += 1
                 if wanted in done:
                     break
                 if assigned < len(pieces) and assigned - wanted < PIECES_IN_FLIGHT:
-                    done[assigned] = parse_range(lake.fs, pieces[assigned])
+                    done[assigned] = parse_range(lake.fs, pieces[assigned], models)
                     assigned += 1
                 else:
                     # Every piece before this one is done, so it is its worker's oldest.

@@ -32,7 +32,9 @@ def test_reasons_name_the_field_and_the_problem() -> None:
             {k: v for k, v in GOOD.items() if k != "messages"}
         ): "messages: Field required",
         orjson.dumps({**GOOD, "task_id": "has spaces"}): "task_id: String should match pattern",
-        orjson.dumps({**GOOD, "model": "gpt-4o"}): "model: 'gpt-4o' is not in the price table",
+        orjson.dumps(
+            {**GOOD, "model": "gpt-4o"}
+        ): "model: 'gpt-4o' is not a model the pipeline can serve and price",
         orjson.dumps({**GOOD, "messages": []}): "messages: List should have at least 1 item",
         orjson.dumps({**GOOD, "surprise": 1}): "surprise: Extra inputs are not permitted",
     }
@@ -326,3 +328,36 @@ def test_a_byte_order_mark_at_the_start_of_a_landing_file_is_taken(lake: Lake, d
     # Only at the start of a file: elsewhere it is not whitespace, and the line is rejected.
     row, reason = parse_line(b"\xef\xbb\xbf" + lines[0])
     assert row is None and reason
+
+
+def test_unknown_models_and_max_tokens_over_a_models_ceiling_are_dead_lettered(
+    lake: Lake, day: str
+) -> None:
+    """The catalog's ceilings apply on both parsing paths (the common shape and the rest)."""
+    models = {"claude-haiku-4-5": 64_000, "claude-haiku-4-5-20251001": 64_000, "free": None}
+    lines = [
+        {**GOOD, "task_id": "at-limit", "max_tokens": 64_000},
+        {**GOOD, "task_id": "over", "max_tokens": 64_001},
+        {
+            **GOOD,
+            "task_id": "over-blocks",
+            "max_tokens": 100_000,
+            "system": [{"type": "text", "text": "be brief"}],
+        },
+        {**GOOD, "task_id": "dated", "model": "claude-haiku-4-5-20251001"},
+        {**GOOD, "task_id": "no-ceiling", "model": "free", "max_tokens": 128_000},
+        {**GOOD, "task_id": "unknown", "model": "claude-3-5-haiku"},
+    ]
+    LandingZone(lake).append(lines, partition=day, flush_id="f")
+    stats = ingest_partition(lake, day, models=models)
+    events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
+    assert events["task_id"].to_pylist() == ["at-limit", "dated", "no-ceiling"]
+    dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
+    reasons = dead["reason"].to_pylist()
+    assert stats.invalid == 3
+    assert reasons[0] == (
+        "max_tokens: 64,001 is above claude-haiku-4-5's limit of 64,000 output tokens "
+        "(the provider's Models API)"
+    )
+    assert reasons[1].startswith("max_tokens: 100,000 is above claude-haiku-4-5's limit")
+    assert reasons[2].startswith("model: 'claude-3-5-haiku' is not a model the pipeline can")
