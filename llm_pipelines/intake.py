@@ -85,11 +85,12 @@ class ValidTask(NamedTuple):
     shape: RequestShape
 
 
-ModelLimits = Mapping[str, int | None]
-"""Every model id a task may name → its ``max_tokens`` ceiling (None: none published).
+ModelLimits = Mapping[str, int | str | None]
+"""Every model id a task may name → its ``max_tokens`` ceiling (None: none published), or
+the reason work for it is refused (a retired model, say).
 
-From the model catalog (:meth:`~llm_pipelines.providers.catalog.ModelCatalog.accepted_ids`,
-less models without a price); without one, the price table's models, with no ceilings."""
+From the model catalog (:meth:`~llm_pipelines.providers.catalog.ModelCatalog.intake_models`);
+without one, the price table's models, with no ceilings."""
 
 
 def validate_line(
@@ -115,8 +116,8 @@ def _fast_valid(line: bytes | memoryview, models: ModelLimits) -> ValidTask | No
         return None
     fields, request = fast.fields, fast.request
     ceiling = models.get(fields.model, _UNKNOWN)  # inlined _model_problem: once per task
-    if ceiling is _UNKNOWN or (ceiling is not None and fields.max_tokens > ceiling):
-        return None
+    if ceiling is not None and (type(ceiling) is not int or fields.max_tokens > ceiling):
+        return None  # unknown, refused, or over the ceiling: the other path says which
     return ValidTask(
         fields, request, plain_shape(request, fields.model, fast.system, fast.temperature)
     )
@@ -152,7 +153,7 @@ def _utf8_problem(line: bytes | memoryview) -> str | None:
     return None
 
 
-_UNKNOWN = -1
+_UNKNOWN = "unknown"
 
 
 def _model_problem(model: str, max_tokens: int, models: ModelLimits) -> str | None:
@@ -162,6 +163,8 @@ def _model_problem(model: str, max_tokens: int, models: ModelLimits) -> str | No
             ", ".join(sorted(models)) + ")"
         )
     ceiling = models[model]
+    if isinstance(ceiling, str):
+        return ceiling
     if ceiling is not None and max_tokens > ceiling:
         return (
             f"max_tokens: {max_tokens:,} is above {model}'s limit of {ceiling:,} output tokens "

@@ -11,7 +11,7 @@ retired model's work go (a named successor, or the newest active model of its li
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -104,6 +104,51 @@ class ModelCatalog(BaseModel):
         same_line = [m for m in self.models if m.line == model.line and m.lifecycle == "active"]
         newest = max(same_line, key=lambda m: m.created_at or _NEVER, default=None)
         return newest.id if newest is not None else None
+
+    def retired_successors(self, named: Mapping[str, str] | None = None) -> dict[str, str | None]:
+        """Every id naming a retired model (listed, alias and dated forms) → its
+        :meth:`successor` (None: it has none)."""
+        retired: dict[str, str | None] = {}
+        for model in self.models:
+            if model.lifecycle != "retired":
+                continue
+            names = [model.id]
+            if dated := _DATED.match(model.id):
+                names.append(dated["alias"])
+            for name in names:
+                retired[name] = self.successor(name, named) or self.successor(model.id, named)
+        return retired
+
+    def intake_models(
+        self,
+        priced: Callable[[str], bool],
+        retired: Literal["migrate", "dead_letter"] = "migrate",
+        successors: Mapping[str, str] | None = None,
+    ) -> dict[str, int | str | None]:
+        """What intake accepts: every id a task may name → its ``max_tokens`` ceiling, or why
+        work for it is refused (a retired model the policy dead-letters, or one with nowhere
+        to go). Models without a price (``priced``) are left out: they cannot be reported."""
+        accepted: dict[str, int | str | None] = {
+            name: ceiling for name, ceiling in self.accepted_ids().items() if priced(name)
+        }
+        for name, successor in self.retired_successors(successors).items():
+            if name not in accepted:
+                continue
+            model = self.resolve(name)
+            assert model is not None
+            when = f" on {model.retires_at:%Y-%m-%d}" if model.retires_at else ""
+            if retired == "dead_letter":
+                instead = f"; send it to a current model such as {successor}" if successor else ""
+                accepted[name] = (
+                    f"model: {name} was retired{when} (the provider's Models API) and the "
+                    f"routing policy dead-letters work for retired models{instead}"
+                )
+            elif successor is None:
+                accepted[name] = (
+                    f"model: {name} was retired{when} (the provider's Models API) and has no "
+                    "successor: name one in the routing policy's model_lifecycle.successors"
+                )
+        return accepted
 
     def save(self, lake: Lake) -> str:
         """Write the catalog to the lake (atomically); returns its path."""

@@ -97,6 +97,27 @@ class Reuse(BaseModel):
     )
 
 
+class ModelLifecycle(BaseModel):
+    """What happens to work for a model the provider has retired (see the model catalog)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retired: Literal["migrate", "dead_letter"] = Field(
+        default="migrate",
+        description=(
+            "migrate: send the task to the model's successor (rule model_migrated); "
+            "dead_letter: reject it at intake, naming the retirement date."
+        ),
+    )
+    successors: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Retired model → the model its work goes to; a retired model not listed here goes "
+            "to the newest active model of its line."
+        ),
+    )
+
+
 class RoutingPolicy(BaseModel):
     """Validated routing rules (see ``default_policy.yaml`` for their order and meaning)."""
 
@@ -114,6 +135,7 @@ class RoutingPolicy(BaseModel):
     )
     prompt_caching: PromptCaching = Field(default_factory=PromptCaching)
     reuse: Reuse = Field(default_factory=Reuse)
+    model_lifecycle: ModelLifecycle = Field(default_factory=ModelLifecycle)
 
     def check_models(self, prices: PriceTable) -> None:
         """Every model the policy maps to must be priced (and so servable)."""
@@ -155,13 +177,7 @@ class RoutingPolicy(BaseModel):
 
     def target_models(self, task_types: pa.Array, requested: pa.Array) -> pa.Array:
         """:meth:`target_model` of every task of a column, vectorised."""
-        if not self.model_map:
-            return requested
-        mapped = pc.take(
-            pa.array(list(self.model_map.values()), pa.string()),
-            pc.index_in(task_types, value_set=pa.array(list(self.model_map), pa.string())),
-        )
-        return pc.coalesce(mapped, requested)
+        return _mapped(task_types, self.model_map, requested)
 
     def reusable(self, task_types: pa.Array) -> pa.Array:
         """Which tasks may take (or give) a reused answer."""
@@ -169,6 +185,22 @@ class RoutingPolicy(BaseModel):
             return pc.is_null(task_types)  # all False: task_type is never null
         excluded = pa.array(self.reuse.exclude_task_types, pa.string())
         return pc.invert(pc.is_in(task_types, value_set=excluded))
+
+
+def _mapped(keys: pa.Array, mapping: dict[str, str], default: pa.Array) -> pa.Array:
+    """``mapping[key]`` for each key, else the row's ``default``, vectorised."""
+    if not mapping:
+        return default
+    mapped = pc.take(
+        pa.array(list(mapping.values()), pa.string()),
+        pc.index_in(keys, value_set=pa.array(list(mapping), pa.string())),
+    )
+    return pc.coalesce(mapped, default)
+
+
+def migrated_models(models: pa.Array, migrations: dict[str, str]) -> pa.Array:
+    """Each model, or its successor if it is retired (``migrations``: retired → successor)."""
+    return _mapped(models, migrations, models)
 
 
 def break_even_group_size(price: ModelPrice, ttl: CacheTTL) -> int:

@@ -31,7 +31,7 @@ route's row groups.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +51,7 @@ from llm_pipelines.routing.policy import (
     REUSE_RULE,
     ROUTES,
     RoutingPolicy,
+    migrated_models,
 )
 from llm_pipelines.routing.reuse import answered_keys, answered_partitions, source_tasks
 from llm_pipelines.storage.datasets import (
@@ -88,6 +89,10 @@ ROW_ALLOWANCE_BYTES = 256
 EXPECTED_OUTPUT_SHARE = 0.5
 """Estimated output tokens as a share of ``max_tokens``."""
 
+REQUESTED, RIGHT_SIZED, MODEL_MIGRATED = "requested", "right_sized", "model_migrated"
+"""How a task's model was chosen (column ``model_rule``): as the producer asked; by the
+policy's right-sizing (``model_map``); or moved off a retired model to its successor."""
+
 _PLAN_SCHEMA = pa.schema(
     [
         ("task_id", pa.string()),
@@ -95,6 +100,7 @@ _PLAN_SCHEMA = pa.schema(
         ("route", pa.string()),
         ("rule", pa.string()),
         ("model", pa.string()),
+        ("model_rule", pa.string()),
         ("request_key", pa.binary(16)),
         ("system_key", pa.int64()),
         ("system_tokens", pa.int64()),
@@ -124,6 +130,8 @@ class RoutingStats:
     reused_from_earlier: int = 0
     est_cost_usd: float = 0.0
     by_rule: Counter[str] = field(default_factory=Counter)
+    by_model_rule: Counter[str] = field(default_factory=Counter)
+    """How each task's model was chosen: requested, right_sized or model_migrated."""
     cache_marked: int = 0
     """Tasks with at least one ``cache_control`` breakpoint placed by routing."""
     prefix_groups: int = 0
@@ -137,6 +145,7 @@ class _Decisions:
     route: pa.Array
     rule: pa.Array
     model: pa.Array
+    model_rule: pa.Array
     request_key: pa.Array
     mark_system: pa.Array
     mark_document: pa.Array
@@ -161,9 +170,14 @@ def route_partition(
     prices: PriceTable,
     now: datetime,
     *,
+    migrations: Mapping[str, str] | None = None,
     chunk_rows: int = ROUTE_CHUNK_ROWS,
 ) -> RoutingStats:
-    """Apply ``policy`` to every event of the partition and write ``tasks/`` in dispatch order."""
+    """Apply ``policy`` to every event of the partition and write ``tasks/`` in dispatch order.
+
+    ``migrations`` maps each retired model to the model its work goes to (from the model
+    catalog: :meth:`~llm_pipelines.providers.catalog.ModelCatalog.retired_successors`).
+    """
     events_path = lake.path(EVENTS, partition, EVENTS_FILE)
     with lake.fs.open(events_path, "rb") as handle:
         if "shape" not in pq.read_schema(handle).names:
@@ -172,7 +186,9 @@ def route_partition(
                 "materialize raw_llm_events for this partition again, then route it"
             )
     with paused_gc():
-        return _route(lake, partition, events_path, policy, prices, now, chunk_rows)
+        return _route(
+            lake, partition, events_path, policy, prices, now, dict(migrations or {}), chunk_rows
+        )
 
 
 def _route(
@@ -182,9 +198,10 @@ def _route(
     policy: RoutingPolicy,
     prices: PriceTable,
     now: datetime,
+    migrations: dict[str, str],
     chunk_rows: int,
 ) -> RoutingStats:
-    plan = _plan(lake, events_path, policy, now, chunk_rows)
+    plan = _plan(lake, events_path, policy, now, migrations, chunk_rows)
     decisions = _decide(lake, partition, plan, policy, prices)
     del plan  # what the decisions keep of it stays; the ids and the rest can go
     stats = _stats(partition, decisions)
@@ -269,7 +286,12 @@ class _RowGroupsByStretch:
 
 
 def _plan(
-    lake: Lake, events_path: str, policy: RoutingPolicy, now: datetime, chunk_rows: int
+    lake: Lake,
+    events_path: str,
+    policy: RoutingPolicy,
+    now: datetime,
+    migrations: dict[str, str],
+    chunk_rows: int,
 ) -> pa.RecordBatch:
     """Pass 1: route, rule, model and request shape of every task, from narrow columns only.
 
@@ -279,7 +301,14 @@ def _plan(
     chunks = []
     for chunk in lake.iter_batches([events_path], _PLAN_COLUMNS, batch_size=chunk_rows * 8):
         route, rule = policy.decide(chunk, now)
-        model = policy.target_models(chunk["task_type"], chunk["model"])
+        sized = policy.target_models(chunk["task_type"], chunk["model"])
+        model = migrated_models(sized, migrations)
+        model_rule = pc.case_when(
+            pc.make_struct(pc.not_equal(model, sized), pc.not_equal(sized, chunk["model"])),
+            MODEL_MIGRATED,
+            RIGHT_SIZED,
+            REQUESTED,
+        )
         shape = chunk["shape"]
         encoded = pc.dictionary_encode(model)
         narrow, wide = caching.model_hashes(encoded.dictionary.to_pylist())
@@ -292,6 +321,7 @@ def _plan(
                     "route": route,
                     "rule": rule,
                     "model": model,
+                    "model_rule": model_rule,
                     "request_key": _xor16(shape.field("request_hash"), wide[which]),
                     "system_key": _xor64(shape.field("system_hash"), narrow[which]),
                     "system_tokens": pc.divide(
@@ -380,6 +410,7 @@ def _decide(
         route=route,
         rule=rule,
         model=plan["model"],
+        model_rule=plan["model_rule"],
         request_key=plan["request_key"],
         mark_system=mark_system,
         mark_document=mark_document,
@@ -537,6 +568,7 @@ def _routed_chunks(
             request=requests,
             route=route,
             rule=pick.of_partition(decisions.rule),
+            model_rule=pick.of_partition(decisions.model_rule),
             requested_model=events["model"],
             prefix_key=prefixes,
             request_key=pick.of_partition(decisions.request_key),
@@ -625,6 +657,16 @@ def _stats(partition: str, decisions: _Decisions) -> RoutingStats:
     rules = pc.value_counts(decisions.rule)
     stats.by_rule.update(
         dict(zip(rules.field("values").to_pylist(), rules.field("counts").to_pylist(), strict=True))
+    )
+    model_rules = pc.value_counts(decisions.model_rule)
+    stats.by_model_rule.update(
+        dict(
+            zip(
+                model_rules.field("values").to_pylist(),
+                model_rules.field("counts").to_pylist(),
+                strict=True,
+            )
+        )
     )
     marked = pc.or_(decisions.mark_system, decisions.mark_document)
     stats.cache_marked = int(pc.sum(marked).as_py() or 0)

@@ -76,6 +76,8 @@ TASKS_SCHEMA = pa.schema(
         pa.field("route", pa.string(), nullable=False),  # "batch" | "realtime"
         pa.field("rule", pa.string(), nullable=False),  # the policy rule that decided
         pa.field("requested_model", pa.string(), nullable=False),  # before right-sizing
+        # how the model was chosen: requested | right_sized | model_migrated (off a retired one)
+        pa.field("model_rule", pa.string(), nullable=False),
         pa.field("prefix_key", pa.string()),  # shared cached prefix, groups requests
         pa.field("est_cost_usd", pa.float64(), nullable=False),
         pa.field("request_key", pa.binary(16), nullable=False),  # identity of the request sent

@@ -82,3 +82,38 @@ def test_the_catalog_round_trips_through_the_lake(tmp_path) -> None:
     catalog = _catalog()
     catalog.save(lake)
     assert ModelCatalog.load(lake) == catalog
+
+
+def test_intake_refuses_retired_models_by_policy_and_leaves_out_unpriced_ones(tmp_path) -> None:
+    from llm_pipelines.intake import ingest_partition
+    from llm_pipelines.storage import LandingZone
+    from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, EVENTS
+
+    listing = [
+        {**LISTING[0], "retires_at": "2026-11-30T00:00:00Z"},
+        *LISTING[1:],
+    ]
+    catalog = ModelCatalog.from_listing(listing, source="test")
+    priced = {"claude-sonnet-4-5", "claude-sonnet-5-5", "claude-mythos-preview"}.__contains__
+    migrate = catalog.intake_models(priced)
+    assert migrate["claude-sonnet-4-5"] == 64_000  # accepted: routing migrates it
+    assert "claude-sonnet-5" not in migrate  # listed, but no price: cannot be reported
+    assert "no successor" in str(migrate["claude-mythos-preview"])
+    refuse = catalog.intake_models(priced, retired="dead_letter")
+    assert refuse["claude-sonnet-4-5"] == (
+        "model: claude-sonnet-4-5 was retired on 2026-11-30 (the provider's Models API) and "
+        "the routing policy dead-letters work for retired models; send it to a current model "
+        "such as claude-sonnet-5-5"
+    )
+    lake = Lake(str(tmp_path / "lake"))
+    day = "2026-11-23"
+    task = {"task_type": "t", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    LandingZone(lake).append(
+        [{**task, "model": "claude-sonnet-4-5"}, {**task, "model": "claude-sonnet-5-5"}],
+        partition=day,
+    )
+    stats = ingest_partition(lake, day, models=refuse)
+    assert (stats.valid, stats.invalid) == (1, 1)
+    assert lake.read_table(lake.files(EVENTS, day))["model"].to_pylist() == ["claude-sonnet-5-5"]
+    dead = lake.read_table(lake.files(DEAD_LETTER, day), schema=DEAD_LETTER_SCHEMA)
+    assert dead["reason"].to_pylist() == [refuse["claude-sonnet-4-5"]]

@@ -228,3 +228,60 @@ def test_shipped_policy_downshifts_bulk_work_and_keeps_the_requested_model(
     assert ("ticket_triage", "claude-sonnet-4-5", "claude-haiku-4-5") in pairs
     assert ("offline_eval", "claude-sonnet-4-5", "claude-sonnet-4-5") in pairs
     assert ("chat_reply", "claude-sonnet-4-5", "claude-sonnet-4-5") in pairs
+
+
+def test_retired_models_are_migrated_and_the_model_rule_says_how_each_was_chosen(
+    tmp_path: Path,
+) -> None:
+    """Right-sizing first, then migration off a retired model (a right-sized target that has
+    retired migrates too); the producer's model stays as requested_model and the request
+    goes out with the new model."""
+    from llm_pipelines.intake import ingest_partition
+    from llm_pipelines.routing.route import route_partition
+
+    lake = Lake(str(tmp_path / "lake"))
+    day = "2026-11-23"
+    base = {"max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
+    LandingZone(lake).append(
+        [
+            {**base, "task_id": "kept", "task_type": "bulk", "model": "claude-sonnet-4-5"},
+            {**base, "task_id": "sized", "task_type": "triage", "model": "claude-sonnet-4-5"},
+            {**base, "task_id": "old", "task_type": "bulk", "model": "claude-opus-4-1"},
+            {**base, "task_id": "sized-old", "task_type": "legacy", "model": "claude-sonnet-4-5"},
+        ],
+        partition=day,
+    )
+    ingest_partition(lake, day)
+    policy = POLICY.model_copy(
+        update={"model_map": {"triage": "claude-haiku-4-5", "legacy": "claude-opus-4-1"}}
+    )
+    stats = route_partition(
+        lake,
+        day,
+        policy,
+        default_price_table(),
+        NOW,
+        migrations={"claude-opus-4-1": "claude-opus-4-5"},
+    )
+    tasks = lake.read_table([lake.path(TASKS, day, TASKS_FILE)]).sort_by("task_id")
+    rows = {r["task_id"]: r for r in tasks.to_pylist()}
+    expected = {
+        "kept": ("claude-sonnet-4-5", "requested"),
+        "sized": ("claude-haiku-4-5", "right_sized"),
+        "old": ("claude-opus-4-5", "model_migrated"),
+        "sized-old": ("claude-opus-4-5", "model_migrated"),
+    }
+    for task_id, (model, how) in expected.items():
+        row = rows[task_id]
+        assert (row["model"], row["model_rule"]) == (model, how), row
+        assert yaml.safe_load(row["request"])["model"] == model
+    assert rows["old"]["requested_model"] == "claude-opus-4-1"
+    assert stats.by_model_rule == {"requested": 1, "right_sized": 1, "model_migrated": 2}
+
+
+def test_the_lifecycle_policy_validates_and_names_the_field() -> None:
+    raw = {"batch_turnaround_hours": 6, "model_lifecycle": {"retired": "ignore"}}
+    from llm_pipelines.routing.policy import parse_policy
+
+    with pytest.raises(PolicyError, match=r"model_lifecycle\.retired"):
+        parse_policy(raw, "test.yaml")
