@@ -99,9 +99,10 @@ def validate_line(
     """Decode and validate one landing line; return the task or the reason it was rejected.
 
     The common shape is decoded and checked in C by :func:`~llm_pipelines.tasks.fast_task`;
-    everything else, and every reject, goes through :class:`LLMTask`, whose rules and wording
-    decide. ``known_models`` (default: the price table's) rejects a model nobody can price or
-    serve, and ``max_tokens`` over a model's ceiling.
+    everything else, and every reject, goes through :class:`LLMTask` (the producer's fields)
+    and the installed SDK's request types (:mod:`llm_pipelines.providers.contract`), whose
+    rules and wording decide. ``known_models`` (default: the price table's) rejects a model
+    nobody can price or serve, and ``max_tokens`` over a model's ceiling.
     """
     models = known_models if known_models is not None else _default_models()
     fast = _fast_valid(line, models)
@@ -118,9 +119,7 @@ def _fast_valid(line: bytes | memoryview, models: ModelLimits) -> ValidTask | No
     ceiling = models.get(fields.model, _UNKNOWN)  # inlined _model_problem: once per task
     if ceiling is not None and (type(ceiling) is not int or fields.max_tokens > ceiling):
         return None  # unknown, refused, or over the ceiling: the other path says which
-    return ValidTask(
-        fields, request, plain_shape(request, fields.model, fast.system, fast.temperature)
-    )
+    return ValidTask(fields, request, plain_shape(request, fields.model, fast.system))
 
 
 def _model_valid(
@@ -137,9 +136,12 @@ def _model_valid(
         task = LLMTask.model_validate(raw)
     except ValidationError as error:
         return None, explain(error)
-    if problem := _model_problem(task.model, task.max_tokens, models):
+    if problem := task.request_problem():
         return None, problem
-    request, shape = canonical_request(task.request_params())
+    params = task.request_params()
+    if problem := _model_problem(params["model"], params["max_tokens"], models):
+        return None, problem
+    request, shape = canonical_request(params)
     return ValidTask(task.fields(), request, shape), None
 
 

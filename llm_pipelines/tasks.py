@@ -22,89 +22,105 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
+
+from llm_pipelines.providers.contract import request_problem
 
 CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 """Anthropic's rule for a batch request's ``custom_id``; our ``task_id`` is that id."""
 CUSTOM_ID_RE = re.compile(CUSTOM_ID_PATTERN)
 
-MAX_PROMPT_CHARS = 2_000_000
-"""A prompt longer than this cannot fit any model's context window: reject it at intake."""
 MAX_TASK_TYPE_CHARS = 64
 MAX_MODEL_CHARS = 128
-MAX_OUTPUT_TOKENS = 128_000
 DEFAULT_PRIORITY = 5
 LOWEST_PRIORITY = 9
 
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+MAX_TOKENS_STORED = 2**31 - 1
+"""The largest ``max_tokens`` a task can be stored with (an int32 column); far beyond any
+model's ceiling, which the model catalog gives and intake applies."""
+
+PRODUCER_FIELDS = frozenset(
+    {"task_id", "task_type", "priority", "deadline", "requires_realtime", "metadata", "params"}
+)
+"""A landing line's own keys; every other key is a Messages API parameter of the request."""
 
 
 class TextBlock(BaseModel):
-    """A text content block, optionally marked as a prompt-cache breakpoint."""
+    """A text content block (a convenience for building requests in Python)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"] = "text"
-    text: NonEmptyText
+    text: str
     cache_control: dict[str, str] | None = None
 
 
 class ChatMessage(BaseModel):
-    """One turn of the conversation sent to the model."""
+    """One text turn of a conversation (a convenience for building requests in Python; a
+    request may hold any message the SDK's ``MessageParam`` allows)."""
 
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
-    content: NonEmptyText | list[TextBlock] = Field(min_length=1)
+    content: str | list[TextBlock]
 
 
 class LLMTask(BaseModel):
     """One unit of LLM work as a producer writes it to the landing zone.
 
+    The producer's own fields (``task_id``, ``task_type``, ``priority``, ``deadline``,
+    ``requires_realtime``, ``metadata``) are typed strictly here. The request is a Messages
+    API request as the installed ``anthropic`` SDK's types define it, validated by
+    :mod:`llm_pipelines.providers.contract` (see :meth:`request_problem`): given either as
+    the line's other top-level keys (``model``, ``max_tokens``, ``messages``, ``system``,
+    ``tools`` …) or whole under ``params``, as a Message Batches request holds it (the form
+    for the API's own ``metadata``, which at the top level is the producer's).
+
     ``task_id`` is the producer's idempotency key; without one, the task is identified by a
     hash of its canonical request, so the same request landed twice is done once.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     # Producer fields are strict: "yes" is not a boolean nor "100" a number. A producer that
     # writes them has a bug and hears of it in a dead letter, instead of a guess routing it.
     task_id: Annotated[StrictStr, StringConstraints(pattern=CUSTOM_ID_PATTERN)] | None = None
     task_type: Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
-    model: Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_MODEL_CHARS)]
-    messages: list[ChatMessage] = Field(min_length=1)
-    system: NonEmptyText | list[TextBlock] | None = None
-    max_tokens: StrictInt = Field(ge=1, le=MAX_OUTPUT_TOKENS)
-    temperature: float | None = Field(default=None, ge=0, le=1)
     priority: StrictInt = Field(
         default=DEFAULT_PRIORITY, ge=0, le=LOWEST_PRIORITY, description="0 is most urgent"
     )
     deadline: datetime | None = None
     requires_realtime: StrictBool = False
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-
-    @field_validator("messages")
-    @classmethod
-    def _first_turn_is_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if messages[0].role != "user":
-            raise ValueError("the first message must have role 'user'")
-        return messages
+    params: dict[str, Any] | None = Field(
+        default=None, description="The whole request, as a Message Batches request's params."
+    )
 
     def request_params(self) -> dict[str, Any]:
-        """The Messages API parameters for this task, in a canonical form."""
-        params: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "messages": [m.model_dump(exclude_none=True) for m in self.messages],
-        }
-        if self.system is not None:
-            params["system"] = (
-                self.system
-                if isinstance(self.system, str)
-                else [b.model_dump(exclude_none=True) for b in self.system]
+        """The Messages API parameters of this task, as plain JSON values."""
+        if self.params is not None:
+            return self.params
+        return {name: _plain(value) for name, value in (self.model_extra or {}).items()}
+
+    def request_problem(self) -> str | None:
+        """Why the API would refuse this task's request (one line naming the field), or None."""
+        if self.params is not None and self.model_extra:
+            extra = ", ".join(sorted(self.model_extra))
+            return (
+                f"{extra}: request fields go either all under params or all at the top level, "
+                "not both"
             )
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
-        return params
+        params = self.request_params()
+        if problem := request_problem(params):
+            return problem
+        if len(params["model"]) > MAX_MODEL_CHARS:
+            return f"model: at most {MAX_MODEL_CHARS} characters"
+        if params["max_tokens"] > MAX_TOKENS_STORED:
+            return f"max_tokens: {params['max_tokens']:,} is beyond any model's limit"
+        return None
+
+    @property
+    def model(self) -> str:
+        """The model the request names."""
+        return str(self.request_params()["model"])
 
     def fields(self) -> TaskFields:
         """What intake keeps of a validated task (as :func:`fast_task` returns it)."""
@@ -112,8 +128,8 @@ class LLMTask(BaseModel):
         return TaskFields(
             self.task_id,
             self.task_type,
-            self.model,
-            self.max_tokens,
+            params["model"],
+            params["max_tokens"],
             self.priority,
             self.deadline,
             self.requires_realtime,
@@ -128,6 +144,15 @@ class LLMTask(BaseModel):
         return content_task_id(
             self.task_type, request_json or canonical_json(self.request_params())
         )
+
+
+def _plain(value: Any) -> Any:
+    """A request value as JSON-ready Python (the convenience models above dumped)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
@@ -179,16 +204,31 @@ def ids_digest(task_ids: Iterable[str]) -> str:
 
 
 def prompt_chars(params: dict[str, Any]) -> int:
-    """Characters of prompt text in a request: system plus every message."""
+    """Characters of prompt text in a request: the system prompt and every message's text
+    (text blocks, text documents, tool results), for cost estimates before sending. Images
+    and PDFs count no characters (their tokens are counted by the API)."""
+    return _text_chars(params.get("system")) + sum(
+        _text_chars(message.get("content")) for message in params["messages"]
+    )
 
-    def text_of(content: Any) -> int:
-        if content is None:
-            return 0
-        if isinstance(content, str):
-            return len(content)
-        return sum(len(block.get("text", "")) for block in content)
 
-    return text_of(params.get("system")) + sum(text_of(m["content"]) for m in params["messages"])
+def _text_chars(content: Any) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return len(content)
+    chars = 0
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            chars += len(block.get("text", ""))
+        elif kind == "document" and (block.get("source") or {}).get("type") == "text":
+            chars += len(block["source"].get("data", ""))
+        elif kind == "tool_result":
+            chars += _text_chars(block.get("content"))
+    return chars
 
 
 class TaskFields(NamedTuple):
@@ -212,7 +252,6 @@ class FastTask(NamedTuple):
     request: bytes
     """The canonical JSON of the request, byte for byte :func:`canonical_json`'s."""
     system: str | None
-    temperature: float | None
 
 
 # The common shape of a task as msgspec structs: decoding, type checks and length limits run
@@ -220,7 +259,7 @@ class FastTask(NamedTuple):
 # encode their fields in declaration order, so fields are declared in sorted key order: the
 # output is canonical JSON (tests/intake/test_fast_path.py holds it to canonical_json).
 # gc=False: decoded JSON never holds a cycle, so the collector need not track these.
-_Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_CHARS)]
+_Prompt = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class _Turn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -232,18 +271,17 @@ class _Request(msgspec.Struct, omit_defaults=True, gc=False):
     max_tokens: int
     messages: list[_Turn]
     model: str
-    system: str | None = None
-    temperature: float | None = None
+    system: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class _CommonTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     task_type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_CHARS)]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS_STORED)]
     messages: Annotated[list[_Turn], msgspec.Meta(min_length=1)]
     task_id: str | None = None
-    system: _Prompt | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    # absent, never null: the request types have no null system prompt
+    system: _Prompt | msgspec.UnsetType = msgspec.UNSET
     priority: Annotated[int, msgspec.Meta(ge=0, le=LOWEST_PRIORITY)] = DEFAULT_PRIORITY
     # JSON types a datetime can be given as (anything deeper is the model's to reject),
     # checked by the model's own validator below
@@ -287,11 +325,11 @@ def fast_task(line: bytes | memoryview) -> FastTask | None:
         except ValidationError:
             return None
     system = task.system
-    chars = len(system) if system is not None else 0
+    chars = len(system) if system is not msgspec.UNSET else 0
     for turn in messages:
         chars += len(turn.content)
     try:
-        request = _encode(_Request(task.max_tokens, messages, task.model, system, task.temperature))
+        request = _encode(_Request(task.max_tokens, messages, task.model, system))
     except UnicodeError:  # defensive: msgspec already rejects a lone escaped surrogate
         return None
     fields = tuple.__new__(  # skips the named tuple's Python-level __new__: once per task
@@ -308,4 +346,4 @@ def fast_task(line: bytes | memoryview) -> FastTask | None:
             task.metadata,
         ),
     )
-    return FastTask(fields, request, system, task.temperature)
+    return FastTask(fields, request, None if system is msgspec.UNSET else system)

@@ -205,11 +205,12 @@ def _invalid(rng: random.Random, index: int) -> dict[str, Any] | str:
     kind = index % 5
     if kind == 0:
         return '{"task_type": "catalog_description", "model": '  # truncated JSON
-    if kind == 1:
+    if kind == 1:  # a producer still on the 2025 API: sampling parameters are gone
         return {
             "task_type": "ticket_triage",
             "model": "claude-sonnet-4-5",
-            "max_tokens": 0,
+            "max_tokens": 100,
+            "temperature": 0.7,
             "messages": [{"role": "user", "content": "hello"}],
         }
     if kind == 2:

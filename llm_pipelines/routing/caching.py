@@ -87,8 +87,9 @@ def _is_marked(params: dict[str, Any]) -> bool:
 
 
 _SORTED = orjson.OPT_SORT_KEYS
-_TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system", "temperature"})
-"""The keys of a task's request (:meth:`~llm_pipelines.tasks.LLMTask.request_params`)."""
+_TASK_PARAMS = frozenset({"max_tokens", "messages", "model", "system"})
+"""The keys of the usual request, whose offsets follow from its values' lengths: sorted, the
+system prompt (if any) comes last, after the model."""
 
 
 _PROMPT_SEEDS = {b"system\x00": 1, b"document\x00": 2}
@@ -110,8 +111,8 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     """The canonical JSON of a request (as :func:`~llm_pipelines.tasks.canonical_json`) and
     its shape.
 
-    Keys are sorted, and a task's request has at most ``system`` and ``temperature`` after
-    ``model``, so the offsets of the model and the system prompt follow from the lengths of
+    Keys are sorted, and the usual request has at most ``system`` after ``model``, so the
+    offsets of the model and the system prompt follow from the lengths of
     those values alone (``tests/routing/test_request_shape.py`` checks them). A request with
     other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it. The usual
     request, with string prompts only, takes :func:`plain_shape`, which gives the same shape.
@@ -120,21 +121,12 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     system = params.get("system")
     if (
         (type(system) is str or "system" not in params)
-        and params.get("temperature", 0.0) is not None  # plain_shape takes None for absent
         and params.keys() <= _TASK_PARAMS
         and params["messages"]
         and all(type(message.get("content")) is str for message in params["messages"])
     ):
-        return request, plain_shape(request, params["model"], system, params.get("temperature"))
+        return request, plain_shape(request, params["model"], system)
     return request, _any_shape(params, request, hashlib.sha256(request).digest()[:16])
-
-
-def _before_temperature(request: bytes, temperature_json: bytes | None) -> int:
-    """Where the value before ``temperature`` ends (sorted keys: temperature comes last)."""
-    end = len(request) - 1  # the closing brace
-    if temperature_json is not None:
-        end -= len(b',"temperature":') + len(temperature_json)
-    return end
 
 
 def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> RequestShape:
@@ -147,8 +139,7 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     text_json = dumps(text)
     model_at, system_at, system_end = -1, None, None
     if params.keys() <= _TASK_PARAMS:
-        temperature = orjson.dumps(params["temperature"]) if "temperature" in params else None
-        end = _before_temperature(request, temperature)
+        end = len(request) - 1  # the closing brace: the last value ends here
         if "system" in params:
             system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
             system_end, system_at = end, end - len(system_json)
@@ -173,18 +164,16 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     )
 
 
-def plain_shape(
-    request: bytes, model: str, system: str | None, temperature: float | None
-) -> RequestShape:
+def plain_shape(request: bytes, model: str, system: str | None) -> RequestShape:
     """The shape of the usual request (string prompts only), from its canonical JSON.
 
-    ``system`` and ``temperature`` are None where the request has no such key. The system
-    prompt's JSON is already in the request: it is the value that ends where the temperature
-    (or the closing brace) begins, after the last ``,"system":`` (a JSON string cannot hold
-    that sequence: every quote inside one is escaped). Intake calls this once per task, hence
-    the positional fields and the cached model lengths.
+    ``system`` is None where the request has no such key. The system prompt's JSON is
+    already in the request: it is the value that ends where the closing brace begins, after
+    the last ``,"system":`` (a JSON string cannot hold that sequence: every quote inside one
+    is escaped). Intake calls this once per task, hence the positional fields and the cached
+    model lengths.
     """
-    end = _before_temperature(request, None if temperature is None else orjson.dumps(temperature))
+    end = len(request) - 1  # the closing brace
     request_hash = hashlib.sha256(request).digest()[:16]
     if system is None:
         model_at = end - len(_json(model))

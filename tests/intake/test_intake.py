@@ -25,18 +25,22 @@ def test_reasons_name_the_field_and_the_problem() -> None:
     cases = {
         b'{"task_type": ': "not valid JSON",
         b"[1, 2]": "expected a JSON object, got list",
-        orjson.dumps(
-            {**GOOD, "max_tokens": 0}
-        ): "max_tokens: Input should be greater than or equal to 1",
+        orjson.dumps({**GOOD, "max_tokens": -1}): "max_tokens: must be 0 or more",
+        orjson.dumps({**GOOD, "temperature": 0.2}): (
+            "temperature: removed from the Messages API in version 2026-10-21"
+        ),
+        orjson.dumps({**GOOD, "messages": [{"role": "user", "content": ""}]}): (
+            "messages.0.content: must not be empty"
+        ),
         orjson.dumps(
             {k: v for k, v in GOOD.items() if k != "messages"}
-        ): "messages: Field required",
+        ): "messages: required field missing",
         orjson.dumps({**GOOD, "task_id": "has spaces"}): "task_id: String should match pattern",
         orjson.dumps(
             {**GOOD, "model": "gpt-4o"}
         ): "model: 'gpt-4o' is not a model the pipeline can serve and price",
-        orjson.dumps({**GOOD, "messages": []}): "messages: List should have at least 1 item",
-        orjson.dumps({**GOOD, "surprise": 1}): "surprise: Extra inputs are not permitted",
+        orjson.dumps({**GOOD, "messages": []}): "messages: must hold at least one message",
+        orjson.dumps({**GOOD, "surprise": 1}): "surprise: unknown field",
     }
     for line, expected in cases.items():
         row, reason = parse_line(line)
@@ -266,7 +270,7 @@ def test_a_worker_answers_a_piece_of_thousands_of_bad_lines_and_1_mb_lines_whole
             )
             items.append({**GOOD, "max_tokens": "many", "system": big})
         items.append({**GOOD, "task_id": f"ok-{n}"})
-        items.append({**GOOD, "max_tokens": 0, "metadata": {"pad": "p" * 1000, "n": str(n)}})
+        items.append({**GOOD, "max_tokens": -1, "metadata": {"pad": "p" * 1000, "n": str(n)}})
     outcomes = []
     for workers in (0, 1):
         lake = Lake(str(tmp_path / f"lake-{workers}"))

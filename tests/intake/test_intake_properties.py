@@ -24,7 +24,7 @@ from llm_pipelines.intake import MAX_REASON_CHARS, parse_line
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.storage import LandingZone
 from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA, EVENTS, EVENTS_SCHEMA
-from llm_pipelines.tasks import CUSTOM_ID_RE, MAX_PROMPT_CHARS
+from llm_pipelines.tasks import CUSTOM_ID_RE
 
 MODELS = sorted(default_price_table().models)
 
@@ -100,10 +100,9 @@ def broken_tasks(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
                 "wrong_type",
                 "bad_id",
                 "empty_prompt",
-                "huge_prompt",
                 "extra",
+                "removed",
                 "no_messages",
-                "assistant_first",
                 "max_tokens",
                 "unknown_model",
             ]
@@ -116,8 +115,8 @@ def broken_tasks(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     if kind == "wrong_type":
         field = draw(st.sampled_from([*REQUIRED, "priority", "metadata", "requires_realtime"]))
         value = draw(WRONG_TYPES)
-        if field == "max_tokens" and isinstance(value, int) and 1 <= value <= 128_000:
-            value = [value]
+        if field == "max_tokens" and isinstance(value, int) and 0 <= value <= 2**31 - 1:
+            value = [value]  # any such whole number is valid (0 only fills the prompt cache)
         if field == "priority" and isinstance(value, int) and 0 <= value <= 9:
             value = {"p": value}
         if field in ("max_tokens", "priority") and isinstance(value, float) and value.is_integer():
@@ -134,20 +133,18 @@ def broken_tasks(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     if kind == "empty_prompt":
         task["messages"][0]["content"] = ""
         return task, "messages"
-    if kind == "huge_prompt":
-        task["messages"][0]["content"] = "x" * (MAX_PROMPT_CHARS + 1)
-        return task, "messages"
     if kind == "extra":
         task["surprise_field"] = draw(WRONG_TYPES)
         return task, "surprise_field"
     if kind == "no_messages":
         task["messages"] = []
         return task, "messages"
-    if kind == "assistant_first":
-        task["messages"][0]["role"] = "assistant"
-        return task, "messages"
+    if kind == "removed":  # sampling parameters the current API version removed
+        field = draw(st.sampled_from(["temperature", "top_p", "top_k"]))
+        task[field] = draw(st.floats(0, 1))
+        return task, field
     if kind == "max_tokens":
-        task["max_tokens"] = draw(st.sampled_from([0, -1, 128_001, 10**30]))
+        task["max_tokens"] = draw(st.sampled_from([-1, 10**30]))
         return task, "max_tokens"
     task["model"] = draw(odd_text.filter(lambda m: m not in MODELS))
     return task, "model"
@@ -238,15 +235,22 @@ def test_no_landing_line_crashes_a_partition_or_goes_missing(
     stats = result.asset_materializations_for_node("raw_llm_events")[0].metadata
     landed = [line.replace(b"\n", b" ").strip() for line in lines]
     assert stats["lines"].value == sum(1 for line in landed if line)
-    assert stats["lines"].value == (
-        stats["valid"].value + stats["duplicates"].value + stats["invalid"].value
-    )
+    counted = ("valid", "duplicates", "conflicts", "invalid")
+    assert stats["lines"].value == sum(stats[key].value for key in counted)
     dead = lake.read_table(lake.files(DEAD_LETTER, day, ".parquet"), schema=DEAD_LETTER_SCHEMA)
-    assert dead.num_rows == stats["invalid"].value
+    assert dead.num_rows == stats["invalid"].value + stats["conflicts"].value
     assert pc.all(pc.equal(dead["stage"], "intake")).as_py() in (True, None)
     assert all(dead["reason"].to_pylist()) and all(dead["payload"].to_pylist())
     rejected = {line.decode("utf-8", errors="replace") for line in landed if line}
-    assert set(dead["payload"].to_pylist()) <= rejected, "the payload is the line as landed"
+    invalid = [
+        payload
+        for payload, reason in zip(
+            dead["payload"].to_pylist(), dead["reason"].to_pylist(), strict=True
+        )
+        if " conflicts with the task first landed at " not in reason
+    ]
+    assert len(invalid) == stats["invalid"].value
+    assert set(invalid) <= rejected, "an invalid line's payload is the line as landed"
     events = lake.read_table(lake.files(EVENTS, day, ".parquet"), ["task_id"], EVENTS_SCHEMA)
     assert events.num_rows == stats["valid"].value
     assert pc.count_distinct(events["task_id"]).as_py() == events.num_rows
