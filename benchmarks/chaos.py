@@ -12,7 +12,8 @@ settled, its rejected requests are replayed once.
 
 Then it checks the lake and the emulator against each other and prints, last line JSON:
 ``faults_injected``, ``crashes``, ``tasks``, ``lost``, ``duplicate_results``,
-``duplicate_batches``, ``dead_lettered`` (and more detail).
+``duplicate_batches``, ``duplicate_requests`` (sends beyond one per recorded attempt),
+``orphans_adopted`` / ``orphans_canceled``, ``dead_lettered`` (and more detail).
 
     uv run python benchmarks/chaos.py --days 6 --seed 1
     uv run python benchmarks/chaos.py --days 1 --tasks-per-day 300 --batch-size 60 --seed 3
@@ -40,6 +41,7 @@ from llm_pipelines.crashpoints import run_in_child
 from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
+from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import daemon
@@ -180,6 +182,21 @@ def duplicate_results(lake: Lake, day: str) -> int:
     return int(pc.sum(pc.greater(counts.field("counts"), 1)).as_py() or 0)
 
 
+def duplicate_sends(lake: Lake, emulator: EmulatorStore, days: list[str]) -> dict[str, int]:
+    """Tasks the provider was sent more often than the lake's manifests say, and how much more.
+
+    The manifests record one send per attempt; a batch no manifest names (an orphan that was
+    canceled rather than adopted) is a send too many for each of its tasks.
+    """
+    sent = collections.Counter(
+        task for batch in emulator.list_batch_ids() for task in emulator.request_ids(batch)
+    )
+    for day in days:
+        lake_state = PartitionState.load(lake, day)
+        sent.subtract(lake_state.submitted_pairs(lake)["task_id"].to_pylist())
+    return {task: extra for task, extra in sent.items() if extra > 0}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -241,9 +258,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     lake = chaos.lake
     emulator = EmulatorStore(EmulatorConfig(state_dir=str(emulator_dir)))
-    named = {m.provider_batch_id for day in days for m in read_manifests(lake, day)}
+    manifests = {day: read_manifests(lake, day) for day in days}
+    named = {m.provider_batch_id for day in days for m in manifests[day]}
     provider_batches = set(emulator.list_batch_ids())
     orphan_records = [lake.read_json(p) for day in days for p in lake.files(ORPHANS, day)]
+    adopted = [r for r in orphan_records if r["action"] == "adopted"]
+    # An adopted orphan is named by the manifest its intent became; any other recorded one
+    # must be named by none.
+    by_key = {m.key: m.provider_batch_id for day in days for m in manifests[day]}
+    well_attributed = {
+        r["provider_batch_id"]
+        for r in orphan_records
+        if (by_key.get(r["intent_key"]) == r["provider_batch_id"]) == (r["action"] == "adopted")
+    }
+    extra_sends = duplicate_sends(lake, emulator, days)
     faults = emulator.fault_totals()
     summary: dict[str, Any] = {
         "days": args.days,
@@ -255,16 +283,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "unsettled": sum(ledger.open for ledger in ledgers.values()),
         "duplicate_results": sum(duplicate_results(lake, day) for day in days),
         "duplicate_batches": len(provider_batches - named),
+        # Requests the provider was sent beyond one per attempt the lake records.
+        "duplicate_requests": sum(extra_sends.values()),
+        "tasks_sent_twice": len(extra_sends),
         "dead_lettered": sum(
             ledger.dead_lettered + ledger.intake_rejected for ledger in ledgers.values()
         ),
         "succeeded": sum(ledger.succeeded for ledger in ledgers.values()),
         "conservation_holds": all(ledger.holds for ledger in ledgers.values()),
         "orphans_found": len(orphan_records),
+        "orphans_adopted": len(adopted),
         "orphans_canceled": sum(r["action"] == "canceled" for r in orphan_records),
-        # Recorded as orphans but named by a manifest, or recorded twice: a false match.
-        "orphans_misattributed": len(orphan_records)
-        - len({r["provider_batch_id"] for r in orphan_records} - named),
+        # Adopted but not named by its intent's manifest, or recorded (not adopted) but named
+        # by a manifest, or recorded twice: a false match.
+        "orphans_misattributed": len(orphan_records) - len(well_attributed),
         "orphans_missed": len(
             provider_batches - named - {r["provider_batch_id"] for r in orphan_records}
         ),

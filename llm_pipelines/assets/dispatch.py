@@ -84,9 +84,11 @@ def batch_submissions(
         raise dg.Failure(description=str(held)) from None
     if stats.abandoned_intents:
         context.log.warning(
-            f"{stats.abandoned_intents} batch intents from an interrupted run were packed again;"
-            f" {stats.orphans_found} duplicate provider batches found, "
-            f"{stats.orphans_canceled} of them canceled (see orphans/)"
+            f"{stats.abandoned_intents} batch intents from an interrupted run reconciled: "
+            f"{stats.orphans_found} provider batches their calls created found, "
+            f"{stats.orphans_adopted} adopted (had ended: collected as the intent's batch), "
+            f"{stats.orphans_canceled} canceled (still running: tasks packed again); "
+            "the other intents' tasks packed again (see orphans/)"
         )
     return dg.MaterializeResult(
         metadata={
@@ -98,6 +100,7 @@ def batch_submissions(
             "oversized_dead_lettered": stats.oversized,
             "abandoned_intents": stats.abandoned_intents,
             "orphan_batches_found": stats.orphans_found,
+            "orphan_batches_adopted": stats.orphans_adopted,
             "orphan_batches_canceled": stats.orphans_canceled,
             "batch_ids": dg.MetadataValue.json(stats.batch_ids),
         }

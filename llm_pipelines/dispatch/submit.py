@@ -91,6 +91,7 @@ class SubmitStats:
     oversized: int = 0
     abandoned_intents: int = 0
     orphans_found: int = 0
+    orphans_adopted: int = 0
     orphans_canceled: int = 0
     batch_ids: list[str] = field(default_factory=list)
 
@@ -167,13 +168,24 @@ def _match_orphans(
 def reconcile_intents(
     lake: Lake, provider: BatchProvider, state: PartitionState, stats: SubmitStats
 ) -> None:
-    """Clear intents a crashed pass left, so their tasks are packed again.
+    """Settle the intents a crashed pass left: adopt or cancel the batch each call made.
 
     An intent without a provider id means the process died between writing the intent and
-    recording the created batch (we hold the lease, so nobody is mid-call). If the provider
-    did create that batch it is a duplicate nobody will collect: find it (the batch listing,
-    newest first, back to the oldest intent), cancel it if it still runs, and record it in
-    ``orphans/``. Then drop the intent; the pass packs its tasks afresh.
+    recording the created batch (we hold the lease, so nobody is mid-call). The provider may
+    have created that batch: it is looked for in the batch listing (newest first, back to the
+    oldest intent; see :func:`_match_orphans`) and recorded in ``orphans/``. Then:
+
+    - **ended**: its results were seen to name the intent's tasks, so they are the answers to
+      exactly the intent's requests. It is *adopted*: the intent becomes its manifest, and
+      collection takes it like any other batch (retrying or dead-lettering what it did not
+      answer). Nothing of it is sent again.
+    - **still running**: it is canceled and the intent dropped; the pass packs its tasks again
+      at the same attempt. The API cannot show what a running batch holds, so it was matched
+      on size and creation time alone; adopting it on that would, if it were someone else's,
+      leave the tasks waiting up to a day on a stranger's batch and then cost each an attempt
+      (reported missing; at the last attempt, dead-lettered never sent). Cancelling costs at
+      most the requests it ran before the cancel, soon after the crash.
+    - **not found**: the call made no batch; the intent is dropped and its tasks packed again.
     """
     if not state.intents:
         return
@@ -186,13 +198,20 @@ def reconcile_intents(
             break
         if status.id not in known:
             candidates.append(status)
+    adopted: list[BatchManifest] = []
     for intent, batch in _match_orphans(lake, provider, state.intents, candidates):
         stats.orphans_found += 1
-        action = "left alone: it had already ended"
-        if not batch.ended:
+        if batch.ended:
+            adopted.append(_adopt(lake, intent, batch))
+            stats.orphans_adopted += 1
+            action = "adopted"
+        else:
             provider.cancel_batch(batch.id)
             stats.orphans_canceled += 1
             action = "canceled"
+        # Written after the adopted manifest: from then on the manifest names the batch (so
+        # no later pass takes it for an orphan again); a crash in between loses this record
+        # of it only.
         lake.write_json(
             lake.path(ORPHANS, state.partition, f"{batch.id}.json"),
             {
@@ -202,20 +221,43 @@ def reconcile_intents(
                 "batch_created_at": batch.created_at.isoformat(),
                 "request_count": intent.request_count,
                 "status_when_found": batch.processing_status,
+                "request_counts_when_found": batch.request_counts,
                 "action": action,
                 "found_at": utcnow().isoformat(),
             },
         )
+    kept = {m.key for m in adopted}
     for intent in state.intents:
-        lake.delete(lake.path(BATCHES, state.partition, intent.manifest_name))
-        lake.delete(lake.path(BATCHES, state.partition, intent.tasks_name))
+        if intent.key not in kept:
+            lake.delete(lake.path(BATCHES, state.partition, intent.manifest_name))
+            lake.delete(lake.path(BATCHES, state.partition, intent.tasks_name))
+    # The rest of the pass sees adopted tasks as submitted: not packed again, nor retried.
+    state.submitted.extend(adopted)
     state.intents = []
+
+
+def _adopt(lake: Lake, intent: BatchManifest, batch: BatchStatus) -> BatchManifest:
+    """Turn the intent into the manifest of the ended batch its interrupted call created."""
+    manifest = intent.model_copy(
+        update={
+            "provider_batch_id": batch.id,
+            "submitted_at": batch.created_at,
+            "ended_at": batch.ended_at,
+            "note": (
+                f"adopted {utcnow().isoformat()}: the pass that created this batch died before "
+                "recording it; found ended in the provider's listing (see orphans/)"
+            ),
+        }
+    )
+    write_manifest(lake, manifest)
+    return manifest
 
 
 def _known_batch_ids(lake: Lake, state: PartitionState) -> set[str]:
     """Provider batches that are certainly not orphans of this partition's intents.
 
-    Those named by its manifests or already recorded in its ``orphans/``, and the same for
+    Those named by its manifests or already recorded in its ``orphans/`` (canceled, or
+    adopted and so named by a manifest as well), and the same for
     the partitions a few days either side: batches of neighbouring days are the likeliest
     to have been created around the same time with the same request count.
     """

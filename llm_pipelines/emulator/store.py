@@ -268,6 +268,14 @@ class EmulatorStore:
         """Every batch id, newest first (ids sort by creation time)."""
         return sorted((p.name for p in self.batches_dir.iterdir() if p.is_dir()), reverse=True)
 
+    def request_ids(self, batch_id: str) -> list[str]:
+        """The custom_ids a batch was created with, in order: what the provider was asked.
+
+        For tests and benchmarks that count how often each task was sent, across batches.
+        """
+        with open(self._dir(batch_id) / "requests.jsonl", "rb") as lines:
+            return [orjson.loads(line)["custom_id"] for line in lines if line.strip()]
+
     def cancel_batch(self, batch_id: str) -> BatchRecord:
         """Ask a batch to stop: it reports ``canceling`` and ends on the next look."""
         with self._lock(batch_id):

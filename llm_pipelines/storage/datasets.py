@@ -213,6 +213,8 @@ class BatchManifest(BaseModel):
     collected_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     counts: dict[str, int] = Field(default_factory=dict)
+    note: str | None = None
+    """How this manifest came about, where not by the usual intent-then-create (adoption)."""
 
     @property
     def manifest_name(self) -> str:

@@ -37,5 +37,10 @@ def test_small_chaos_run_loses_and_doubles_nothing(
     assert summary["lost"] == 0 and summary["unsettled"] == 0
     assert summary["duplicate_results"] == 0
     assert summary["duplicate_batches"] <= summary["crashes"]
+    # An orphan that had ended is adopted (its manifest names it); only one still running
+    # when found is canceled and its tasks sent again, at most a batch's worth each.
+    assert summary["orphans_misattributed"] == 0
+    assert summary["duplicate_batches"] == summary["orphans_canceled"] + summary["orphans_missed"]
+    assert summary["duplicate_requests"] <= 40 * summary["duplicate_batches"]
     assert summary["conservation_holds"]
     assert summary["succeeded"] + summary["dead_lettered"] >= summary["tasks"]

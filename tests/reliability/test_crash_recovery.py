@@ -21,10 +21,13 @@ from llm_pipelines.crashpoints import CRASH_ENV, CRASH_EXIT_CODE, run_in_child
 from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
+from llm_pipelines.dispatch.state import PartitionState, live_dead_letters, sidecar_ids
+from llm_pipelines.dispatch.submit import ORPHAN_SAMPLE
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
+from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.sensors import daemon
 from llm_pipelines.storage import LandingZone, read_manifests
-from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA
+from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA, TASKS
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -58,22 +61,149 @@ def _unnamed_batches(resources, day: str) -> set[str]:
     return set(_emulator(resources).list_batch_ids()) - named
 
 
+def _sends(resources) -> collections.Counter[str]:
+    """How often the provider was asked each task, over every batch it holds."""
+    store = _emulator(resources)
+    return collections.Counter(
+        task_id for batch in store.list_batch_ids() for task_id in store.request_ids(batch)
+    )
+
+
+def _named_sends(resources, day: str) -> collections.Counter[str]:
+    """How often the lake's manifests say each task was sent (once per attempt)."""
+    lake = resources["lake"].lake()
+    pairs = PartitionState.load(lake, day).submitted_pairs(lake)
+    return collections.Counter(pairs["task_id"].to_pylist())
+
+
+def _crash_leaving_an_intent(resources, instance, day: str, tasks: int, point: str):
+    """Land ``tasks``, kill the daily cycle at a submission crash point; the Definitions and
+    the one intent it left."""
+    defs = build_definitions(resources)
+    _land(resources, day, tasks)
+    crashed = run_in_child(lambda: _cycle(defs, instance, day), crash_at=point)
+    assert crashed.crashed
+    assert daemon.fail_dead_runs(instance, "worker killed") == 1
+    [intent] = [m for m in read_manifests(resources["lake"].lake(), day) if not m.provider_batch_id]
+    return defs, intent
+
+
+def _adoption_record(resources, day: str, orphan: str, intent_key: str) -> None:
+    """Assert the orphan was adopted for the intent: its manifest and its orphans/ record."""
+    lake = resources["lake"].lake()
+    [adopted] = [m for m in read_manifests(lake, day) if m.key == intent_key]
+    assert adopted.provider_batch_id == orphan and "adopted" in (adopted.note or "")
+    [record_path] = lake.files(ORPHANS, day, ".json")
+    record = lake.read_json(record_path)
+    assert (record["provider_batch_id"], record["intent_key"]) == (orphan, intent_key)
+    assert record["action"] == "adopted"
+
+
+def test_crash_after_batch_created_adopts_the_ended_orphan_and_sends_nothing_twice(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    # No batch latency: the duplicate has ended by the time the run is retried.
+    resources = fault_resources()
+    lake = resources["lake"].lake()
+    defs, intent = _crash_leaving_an_intent(
+        resources, disk_instance, day, 120, "submit.after_create:2"
+    )
+    intent_tasks = sorted(sidecar_ids(lake, intent).to_pylist())
+    [orphan] = _unnamed_batches(resources, day)
+
+    assert _cycle(defs, disk_instance, day)
+    assert _cycle(defs, disk_instance, day), "a later pass, before collection, sends nothing"
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    twice = sorted(task for task, sent in _sends(resources).items() if sent > 1)
+    assert not twice, f"{len(twice)} tasks sent to the provider twice"
+    assert not _unnamed_batches(resources, day)
+    # The orphan's answers are the results of the intent's tasks.
+    results = lake.read_table(
+        lake.files(RESULTS, day, ".parquet"), ["task_id", "batch_id"], RESULTS_SCHEMA
+    ).to_pylist()
+    assert sorted(r["task_id"] for r in results if r["batch_id"] == orphan) == intent_tasks
+    _adoption_record(resources, day, orphan, intent.key)
+
+
+def test_an_adopted_orphan_retries_only_the_requests_it_did_not_answer(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    # Draws are per (batch id, custom_id) and batch ids are random: rates high enough that a
+    # batch of 40 mixes outcomes (all-or-none has odds below 1e-7).
+    plan = "seed: 7\nerrored_rate: 0.4\nnon_retryable_error_share: 0.5\nexpired_rate: 0.1\n"
+    resources = fault_resources(plan + "canceled_rate: 0.05\n")
+    lake = resources["lake"].lake()
+    defs, intent = _crash_leaving_an_intent(
+        resources, disk_instance, day, 120, "submit.after_create:2"
+    )
+    [orphan] = _unnamed_batches(resources, day)
+    assert _cycle(defs, disk_instance, day)
+    _adoption_record(resources, day, orphan, intent.key)
+
+    lines = _emulator(resources).results_path(orphan).read_bytes().splitlines()
+    outcomes = {line["custom_id"]: line["result"] for line in map(orjson.loads, lines)}
+    invalid = {
+        task
+        for task, result in outcomes.items()
+        if result["type"] == "errored"
+        and result["error"]["error"]["type"] == "invalid_request_error"
+    }
+    unanswered = {task for task, result in outcomes.items() if result["type"] != "succeeded"}
+    retried = unanswered - invalid
+    assert retried and len(unanswered) < len(outcomes), "the plan must mix outcomes"
+
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    # Sent once per attempt the lake records, and nothing else: no unnamed batch, no re-pack.
+    assert _sends(resources) == _named_sends(resources, day)
+    state = PartitionState.load(lake, day)
+    pairs = state.submitted_pairs(lake).to_pylist()
+    assert {
+        p["task_id"] for p in pairs if p["task_id"] in outcomes and p["attempt"] == 2
+    } == retried
+    firsts = collections.Counter(p["task_id"] for p in pairs if p["attempt"] == 1)
+    assert all(firsts[task] == 1 for task in outcomes)
+    dead = live_dead_letters(lake, state, ["source"]).to_pylist()
+    assert {d["task_id"] for d in dead if d["source"] == orphan} == invalid
+
+
+def test_an_adopted_orphan_ignores_results_for_tasks_it_was_not_given(
+    day: str, disk_instance: dg.DagsterInstance, fault_resources
+) -> None:
+    # One batch for the whole day, large enough that its last line is past the sample.
+    resources = fault_resources(max_batch_requests=1000)
+    lake = resources["lake"].lake()
+    defs, intent = _crash_leaving_an_intent(
+        resources, disk_instance, day, 150, "submit.after_intent"
+    )
+    ids = sidecar_ids(lake, intent).to_pylist()
+    assert len(ids) > ORPHAN_SAMPLE + 1
+    tasks = lake.read_table([lake.path(TASKS, day, TASKS_FILE)], ["task_id", "request"])
+    requests = dict(zip(tasks["task_id"].to_pylist(), tasks["request"].to_pylist(), strict=True))
+    # The batch the call made, except that its last request is not one of the intent's.
+    *kept, left_out = ids
+    body = [{"custom_id": task, "params": orjson.loads(requests[task])} for task in kept]
+    body.append({"custom_id": "stranger-1", "params": orjson.loads(requests[left_out])})
+    orphan = resources["anthropic"].provider().create_batch(orjson.dumps({"requests": body}))
+
+    assert _cycle(defs, disk_instance, day)
+    _adoption_record(resources, day, orphan.id, intent.key)
+    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    results = lake.read_table(
+        lake.files(RESULTS, day, ".parquet"), ["task_id", "attempt"], RESULTS_SCHEMA
+    ).to_pylist()
+    attempts = {r["task_id"]: r["attempt"] for r in results}
+    assert "stranger-1" not in attempts, "a line for a task the batch was not given is ignored"
+    assert {attempts[task] for task in kept} == {1}
+    assert attempts[left_out] == 2, "the intent's task the batch did not answer is retried"
+
+
 def test_crash_after_batch_created_costs_one_batch_found_and_canceled(
     day: str, disk_instance: dg.DagsterInstance, fault_resources
 ) -> None:
     # Batches stay in progress for an hour of emulated time, so the duplicate is running.
     resources = fault_resources(emulator_batch_latency_s=3600)
-    defs = build_definitions(resources)
     lake = resources["lake"].lake()
-    _land(resources, day, 120)
-
-    crashed = run_in_child(
-        lambda: _cycle(defs, disk_instance, day), crash_at="submit.after_create:2"
-    )
-    assert crashed.crashed
-    assert daemon.fail_dead_runs(disk_instance, "worker killed") == 1
-    manifests = read_manifests(lake, day)
-    assert [m.provider_batch_id is None for m in manifests].count(True) == 1, "one intent left"
+    defs, _ = _crash_leaving_an_intent(resources, disk_instance, day, 120, "submit.after_create:2")
     [orphan] = _unnamed_batches(resources, day)
 
     # The run retry reconciles: the duplicate is found by listing and canceled.
@@ -193,13 +323,10 @@ def test_a_batch_that_only_looks_like_the_lost_one_is_left_alone(
     day: str, disk_instance: dg.DagsterInstance, fault_resources
 ) -> None:
     resources = fault_resources(max_batch_requests=1000)
-    defs = build_definitions(resources)
     lake = resources["lake"].lake()
-    _land(resources, day, 60)
-    crashed = run_in_child(lambda: _cycle(defs, disk_instance, day), crash_at="submit.after_intent")
-    assert crashed.crashed
-    daemon.fail_dead_runs(disk_instance, "worker killed")
-    [intent] = read_manifests(lake, day)
+    defs, intent = _crash_leaving_an_intent(
+        resources, disk_instance, day, 60, "submit.after_intent"
+    )
     # Someone else's batch: same size, created just after the intent, other custom_ids.
     params = {
         "model": "claude-haiku-4-5",
