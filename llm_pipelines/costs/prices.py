@@ -283,6 +283,7 @@ class PriceTable(BaseModel):
         names = [*self.models, *self.aliases]
         prices = [*self.models.values(), *(self.models[t] for t in self.aliases.values())]
         value_set = pa.array(names, pa.string())
+        models = pc.cast(models, pa.string())  # a column of nulls only has the null type
         as_given = pc.index_in(models, value_set=value_set)
         undated = pc.index_in(
             pc.replace_substring_regex(models, pattern=_DATED, replacement=""),

@@ -231,3 +231,12 @@ def test_lever_parts_add_up_even_when_prices_changed_since_pricing() -> None:
     assert total == pytest.approx(
         priced["sync_cost_usd"][0].as_py() - priced["cost_usd"][0].as_py()
     )
+
+
+def test_rows_without_a_model_or_usage_cost_nothing_even_when_no_row_has_one() -> None:
+    # A chunk of dead-letter-like rows only: every column null, so arrow types them as null.
+    empty = dict.fromkeys(_row(), None) | {"route": "batch"}
+    table = PRICES.with_cost_columns(pa.Table.from_pylist([empty, empty]))
+    assert table.schema.field("model").type == pa.null()
+    assert table["cost_usd"].to_pylist() == [0.0, 0.0]
+    assert table["sync_cost_usd"].to_pylist() == [0.0, 0.0]
