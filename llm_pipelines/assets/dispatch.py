@@ -5,12 +5,11 @@ from pydantic import Field
 
 from llm_pipelines.assets.intake import routed_tasks
 from llm_pipelines.assets.partitions import DAILY, OWNERS
-from llm_pipelines.costs import default_price_table
 from llm_pipelines.dispatch.collect import collect_batch, pending_manifests
 from llm_pipelines.dispatch.realtime import answer_partition
 from llm_pipelines.dispatch.retries import DEFAULT_MAX_ATTEMPTS
 from llm_pipelines.dispatch.submit import submit_partition
-from llm_pipelines.resources import AnthropicResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.reuse import resolve_reuse
 from llm_pipelines.storage.lease import LeaseHeld
 
@@ -32,13 +31,16 @@ def run_owner(context: dg.OpExecutionContext) -> str:
     ),
 )
 def realtime_results(
-    context: dg.AssetExecutionContext, lake: LakeResource, anthropic: AnthropicResource
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    anthropic: AnthropicResource,
+    cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
     stats = answer_partition(
         lake.lake(),
         anthropic.provider(context.log),
         context.partition_key,
-        default_price_table(),
+        cost_policy.price_table(),
         anthropic.realtime_concurrency,
     )
     totals = stats.totals
@@ -136,9 +138,11 @@ def batch_results(
     config: CollectConfig,
     lake: LakeResource,
     anthropic: AnthropicResource,
+    cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
     store = lake.lake()
     provider = anthropic.provider(context.log)
+    prices = cost_policy.price_table()
     collected: list[str] = []
     counts: dict[str, int] = {}
     cost = sync_cost = 0.0
@@ -154,7 +158,7 @@ def batch_results(
             store,
             provider,
             manifest,
-            default_price_table(),
+            prices,
             status.ended_at,
             max_attempts=config.max_attempts,
             log=context.log,
@@ -204,8 +208,10 @@ def batch_results(
         "this day's answers in reuse_index/ so later days can reuse them."
     ),
 )
-def reused_results(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    stats = resolve_reuse(lake.lake(), context.partition_key, default_price_table())
+def reused_results(
+    context: dg.AssetExecutionContext, lake: LakeResource, cost_policy: CostPolicyResource
+) -> dg.MaterializeResult:
+    stats = resolve_reuse(lake.lake(), context.partition_key, cost_policy.price_table())
     return dg.MaterializeResult(
         metadata={
             "reused": stats.reused,

@@ -4,7 +4,6 @@ import dagster as dg
 
 from llm_pipelines.assets.landing import LANDING_PRODUCERS
 from llm_pipelines.assets.partitions import DAILY, OWNERS
-from llm_pipelines.costs import default_price_table
 from llm_pipelines.intake import ingest_partition
 from llm_pipelines.resources import CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import route_partition
@@ -75,10 +74,9 @@ def routed_tasks(
     lake: LakeResource,
     cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
+    prices = cost_policy.price_table()
     policy = cost_policy.routing_policy(config.policy_path or None)
-    stats = route_partition(
-        lake.lake(), context.partition_key, policy, default_price_table(), utcnow()
-    )
+    stats = route_partition(lake.lake(), context.partition_key, policy, prices, utcnow())
 
     def share(count: int) -> float:
         return round(100.0 * count / stats.tasks, 2) if stats.tasks else 0.0

@@ -23,8 +23,10 @@ from llm_pipelines.resources import CostPolicyResource, LakeResource
         "and task type, and by lever (batching, caching, downshifting, reuse)."
     ),
 )
-def llm_cost_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    report = build_report(lake.lake(), context.partition_key)
+def llm_cost_report(
+    context: dg.AssetExecutionContext, lake: LakeResource, cost_policy: CostPolicyResource
+) -> dg.MaterializeResult:
+    report = build_report(lake.lake(), context.partition_key, cost_policy.price_table())
     metadata: dict[str, object] = {
         **report.metadata(),
         "report": dg.MetadataValue.md(report.markdown()),

@@ -1,4 +1,4 @@
-"""The deployment's cost policy as a Dagster resource: routing policy file and daily budget."""
+"""The deployment's cost policy as a Dagster resource: routing policy, price sheet, budget."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from llm_pipelines.costs import PriceTable, load_price_table, price_sheet_path_from_env
 from llm_pipelines.routing.policy import RoutingPolicy, load_policy, policy_path_from_env
 
 BUDGET_ENV = "LLM_PIPELINES_DAILY_BUDGET_USD"
@@ -25,7 +26,7 @@ def daily_budget_from_env() -> float | None:
 
 
 class CostPolicyResource(dg.ConfigurableResource):
-    """Which routing policy the pipeline follows and what a day may cost.
+    """Which routing policy the pipeline follows, what it pays, and what a day may cost.
 
     Set once per deployment (``build_definitions(resources=...)`` or the environment):
 
@@ -33,6 +34,10 @@ class CostPolicyResource(dg.ConfigurableResource):
       ``llm_pipelines/routing/default_policy.yaml``). Default ``LLM_PIPELINES_ROUTING_POLICY``;
       empty means the policy shipped in the package. One run can still override it with
       ``ops.routed_tasks.config.policy_path``.
+    - ``price_sheet_path``: a YAML price sheet (schema: ``PriceTable``; example:
+      ``llm_pipelines/costs/prices.yaml``) that every asset pricing work uses (routing's
+      estimate, result costs, the cost report). Default ``LLM_PIPELINES_PRICE_SHEET``;
+      empty means the sheet shipped in the package.
     - ``daily_budget_usd``: the ``daily_budget`` asset check on ``llm_cost_report`` fails
       when a day's actual spend exceeds it. Default ``LLM_PIPELINES_DAILY_BUDGET_USD``;
       empty means no budget (the check passes and says so).
@@ -42,6 +47,10 @@ class CostPolicyResource(dg.ConfigurableResource):
         default_factory=policy_path_from_env,
         description="Routing policy YAML; empty: the policy shipped in the package.",
     )
+    price_sheet_path: str | None = Field(
+        default_factory=price_sheet_path_from_env,
+        description="Price sheet YAML; empty: the sheet shipped in the package.",
+    )
     daily_budget_usd: float | None = Field(
         default_factory=daily_budget_from_env,
         ge=0,
@@ -49,5 +58,12 @@ class CostPolicyResource(dg.ConfigurableResource):
     )
 
     def routing_policy(self, override: str | None = None) -> RoutingPolicy:
-        """The validated policy: ``override`` if given, else this resource's file."""
-        return load_policy(override or self.routing_policy_path or None)
+        """The validated policy: ``override`` if given, else this resource's file.
+
+        Every model it maps to must be in this resource's price sheet.
+        """
+        return load_policy(override or self.routing_policy_path or None, self.price_table())
+
+    def price_table(self) -> PriceTable:
+        """The validated price sheet: this resource's file, else the one shipped."""
+        return load_price_table(self.price_sheet_path or None)

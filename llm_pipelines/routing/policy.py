@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm_pipelines.costs import PriceTable, default_price_table
 from llm_pipelines.costs.prices import BATCH_ROUTE, REUSE_ROUTE, ModelPrice
+from llm_pipelines.yaml_files import problems, read_yaml
 
 REALTIME = "realtime"
 BATCH = BATCH_ROUTE
@@ -218,36 +219,36 @@ def break_even_group_size(price: ModelPrice, ttl: CacheTTL) -> int:
     return max(2, math.floor((write - price.cache_read) / (price.input - price.cache_read)) + 1)
 
 
-def parse_policy(raw: Any, source: str) -> RoutingPolicy:
-    """Validate a policy document; errors name the source and the offending field."""
+def parse_policy(raw: Any, source: str, prices: PriceTable | None = None) -> RoutingPolicy:
+    """Validate a policy document; errors name the source and the offending field.
+
+    Every model it maps to must be in ``prices`` (default: :func:`default_price_table`).
+    """
     try:
         policy = RoutingPolicy.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}"
-            for e in error.errors(include_url=False)
-        )
-        raise PolicyError(f"routing policy {source}: {problems}") from None
+        raise PolicyError(f"routing policy {source}: {problems(error, 'policy')}") from None
+    return _priced(policy, source, prices if prices is not None else default_price_table())
+
+
+def _priced(policy: RoutingPolicy, source: str, prices: PriceTable) -> RoutingPolicy:
     try:
-        policy.check_models(default_price_table())
+        policy.check_models(prices)
     except PolicyError as error:
         raise PolicyError(f"routing policy {source}: {error}") from None
     return policy
 
 
-def load_policy(path: str | Path | None = None) -> RoutingPolicy:
-    """Read and validate a policy file; without ``path``, the one shipped in the package."""
+def load_policy(path: str | Path | None = None, prices: PriceTable | None = None) -> RoutingPolicy:
+    """Read and validate a policy file; without ``path``, the one shipped in the package.
+
+    With ``prices``, the models it maps to are checked against that price sheet.
+    """
     if path is None or str(path) == "":
-        return default_policy()
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise PolicyError(f"routing policy {path}: cannot read it: {error.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PolicyError(f"routing policy {path}: not valid YAML: {error}") from None
-    return parse_policy(raw, str(path))
+        policy = default_policy()
+        return policy if prices is None else _priced(policy, "default_policy.yaml", prices)
+    raw = read_yaml(path, "routing policy", PolicyError)
+    return parse_policy(raw, str(path), prices)
 
 
 def policy_path_from_env() -> str | None:
