@@ -11,12 +11,12 @@ options, the same day the demo lands):
 =====================  =====  =================  ==========  ==================================
 task type              share  requested model    max tokens  prompt
 =====================  =====  =================  ==========  ==================================
-catalog_description    35%    claude-haiku-4-5   300         ~4.5k-token style guide (shared)
-ticket_triage          30%    claude-sonnet-4-5  200         ~1.5k-token triage prompt (shared)
-offline_eval           20%    claude-sonnet-4-5  400         ~1.5k-token judge prompt (shared)
+catalog_description    35%    claude-haiku-5-5   300         ~4.5k-token style guide (shared)
+ticket_triage          30%    claude-sonnet-5-5  200         ~1.5k-token triage prompt (shared)
+offline_eval           20%    claude-sonnet-5-5  400         ~1.5k-token judge prompt (shared)
                                                              + one of 24 ~2k-token documents
-chat_reply             10%    claude-sonnet-4-5  500         no system prompt (real-time type)
-agent_assist            5%    claude-sonnet-4-5  300         deadline within hours (real-time)
+chat_reply             10%    claude-sonnet-5-5  500         no system prompt (real-time type)
+agent_assist            5%    claude-sonnet-5-5  300         deadline within hours (real-time)
 =====================  =====  =================  ==========  ==================================
 
 Every task adds a 50-750-token user turn of its own. About 85% of the work is batchable

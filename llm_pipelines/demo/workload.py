@@ -94,11 +94,11 @@ REFERENCE_EVAL_DOCUMENTS = 24
 
 # (task type, share of the day, model, max_tokens): about 85% batchable work.
 MIX: tuple[tuple[str, float, str, int], ...] = (
-    ("catalog_description", 0.35, "claude-haiku-4-5", 300),
-    ("ticket_triage", 0.30, "claude-sonnet-4-5", 200),
-    ("offline_eval", 0.20, "claude-sonnet-4-5", 400),
-    ("chat_reply", 0.10, "claude-sonnet-4-5", 500),
-    ("agent_assist", 0.05, "claude-sonnet-4-5", 300),
+    ("catalog_description", 0.35, "claude-haiku-5-5", 300),
+    ("ticket_triage", 0.30, "claude-sonnet-5-5", 200),
+    ("offline_eval", 0.20, "claude-sonnet-5-5", 400),
+    ("chat_reply", 0.10, "claude-sonnet-5-5", 500),
+    ("agent_assist", 0.05, "claude-sonnet-5-5", 300),
 )
 
 
@@ -208,18 +208,18 @@ def _invalid(rng: random.Random, index: int) -> dict[str, Any] | str:
     if kind == 1:  # a producer still on the 2025 API: sampling parameters are gone
         return {
             "task_type": "ticket_triage",
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-5-5",
             "max_tokens": 100,
             "temperature": 0.7,
             "messages": [{"role": "user", "content": "hello"}],
         }
     if kind == 2:
-        return {"task_type": "offline_eval", "model": "claude-sonnet-4-5", "max_tokens": 100}
+        return {"task_type": "offline_eval", "model": "claude-sonnet-5-5", "max_tokens": 100}
     if kind == 3:
         return {
             "task_id": "not a valid id!",
             "task_type": "chat_reply",
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-5-5",
             "max_tokens": 100,
             "messages": [{"role": "user", "content": "hi"}],
         }

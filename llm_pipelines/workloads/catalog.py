@@ -49,7 +49,7 @@ from llm_pipelines.workloads.samples import (
 
 WORKLOAD = "catalog"
 workload_asset = asset_factory(WORKLOAD, owners=["team:catalog"])
-MODEL = "claude-haiku-4-5"
+MODEL = "claude-haiku-5-5"
 """A small model: product copy from structured facts does not need a larger one."""
 TASK_TYPE = "catalog_description"
 MAX_TOKENS = 300

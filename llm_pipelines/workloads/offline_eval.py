@@ -52,8 +52,8 @@ from llm_pipelines.workloads.samples import MATERIALS_CARE, bundled_text, eval_s
 
 WORKLOAD = "offline_eval"
 workload_asset = asset_factory(WORKLOAD, owners=["team:ml-evaluation"])
-CANDIDATE_MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5"]
-JUDGE_MODEL = "claude-opus-4-5"
+CANDIDATE_MODELS = ["claude-haiku-5-5", "claude-sonnet-5-5"]
+JUDGE_MODEL = "claude-opus-5-5"
 """The judge is a stronger model than every candidate, and never one of them."""
 ANSWER_TASK_TYPE = "eval_answer"
 JUDGE_TASK_TYPE = "eval_judge"

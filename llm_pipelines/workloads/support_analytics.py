@@ -52,7 +52,7 @@ from llm_pipelines.workloads.samples import (
 
 WORKLOAD = "support_analytics"
 workload_asset = asset_factory(WORKLOAD, owners=["team:support-analytics"])
-MODEL = "claude-haiku-4-5"
+MODEL = "claude-haiku-5-5"
 """Triage into fixed labels is classification: a small model does it well."""
 TASK_TYPE = "ticket_triage"
 MAX_TOKENS = 200
