@@ -41,7 +41,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
-    413: "request_too_large",
+    413: "invalid_request_error",  # the SDK's error types (2.12.0) have no request_too_large
     429: "rate_limit_error",
     500: "api_error",
     529: "overloaded_error",

@@ -180,4 +180,4 @@ def test_batch_limits_are_enforced(client: anthropic.Anthropic) -> None:
     status, kind, _ = error_of(
         lambda: client.post("/v1/messages/batches", cast_to=object, content=oversized, options={})
     )
-    assert (status, kind) == (413, "request_too_large")
+    assert (status, kind) == (413, "invalid_request_error")
