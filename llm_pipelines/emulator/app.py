@@ -155,7 +155,12 @@ class EmulatorApp:
         body = read_json_body(request, MAX_MESSAGE_BYTES)
         message, entry = _checked(body, contracts().message.validate)
         with self.store.model_state() as state:
-            reply = state.respond(message, entry, self.store.now(), "standard", self._rare_stop())
+            try:
+                reply = state.respond(
+                    message, entry, self.store.now(), "standard", self._rare_stop()
+                )
+            except RequestRefused as error:
+                raise ApiError(error.status, str(error)) from None
         if message.get("stream"):
             return Response(stream_events(reply), status=200, content_type="text/event-stream")
         return json_response(reply)

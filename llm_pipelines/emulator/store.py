@@ -24,7 +24,7 @@ from filelock import FileLock
 from llm_pipelines.emulator.config import EmulatorConfig, RareStop
 from llm_pipelines.emulator.lineup import ModelEntry, lineup
 from llm_pipelines.emulator.model import RequestRefused, answer, check_request, fingerprint
-from llm_pipelines.emulator.tokens import PromptCache, prompt_tokens
+from llm_pipelines.emulator.tokens import PromptCache, PromptTooLong
 from llm_pipelines.providers.contract import RequestInvalid, validated_request
 
 EXPIRY_S = 24 * 3600
@@ -92,8 +92,7 @@ def checked(params: Any, validate: Any = validated_request) -> tuple[dict[str, A
     :class:`RequestRefused` (its own status) for one the model refuses.
     """
     request = validate(params)
-    entry = lineup().serving(request["model"])
-    return request, check_request(request, entry, prompt_tokens(request) if entry else 0)
+    return request, check_request(request, lineup().serving(request["model"]))
 
 
 @dataclass
@@ -117,11 +116,21 @@ class ModelState:
         A request answered before and cut short by ``max_tokens`` is a new attempt: a fresh
         draw (see :mod:`llm_pipelines.emulator.model`).
         """
-        usage = self.cache.use(request, entry.min_cacheable_tokens, now)
-        key = fingerprint(request).hex()
+        try:
+            usage = self.cache.use(request, entry.min_cacheable_tokens, now, entry.max_input_tokens)
+        except PromptTooLong as error:
+            raise RequestRefused(str(error)) from None
+        identity = fingerprint(request)
+        key = identity.hex()
         attempt = self.attempts.get(key, 0)
         message = answer(
-            request, usage, service_tier, entry=entry, attempt=attempt, forced_stop=forced_stop
+            request,
+            usage,
+            service_tier,
+            entry=entry,
+            attempt=attempt,
+            forced_stop=forced_stop,
+            identity=identity,
         )
         if message["stop_reason"] == "max_tokens" and request["max_tokens"]:
             self.attempts[key] = attempt + 1
@@ -407,7 +416,10 @@ class EmulatorStore:
             return errored("invalid_request_error", str(error))
         except RequestRefused as error:
             return errored(error.kind, str(error))
-        message = state.respond(request, entry, now, "batch", forced_stop)
+        try:
+            message = state.respond(request, entry, now, "batch", forced_stop)
+        except RequestRefused as error:
+            return errored(error.kind, str(error))
         outcome = {"type": "succeeded", "message": message}
         if forced_stop is not None:
             outcome["fault"] = f"stop_{forced_stop}"

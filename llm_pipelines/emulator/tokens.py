@@ -238,6 +238,10 @@ def breakpoints(request: dict[str, Any], min_tokens: int) -> tuple[int, list[Bre
     return total, found
 
 
+class PromptTooLong(ValueError):
+    """A prompt longer than the model's context window (the API answers 400)."""
+
+
 class PromptCache:
     """Cache entries by prefix key with their expiry (epoch seconds); shared through the store.
 
@@ -248,9 +252,17 @@ class PromptCache:
     def __init__(self, entries: dict[str, float] | None = None) -> None:
         self.entries = entries or {}
 
-    def use(self, request: dict[str, Any], min_tokens: int, now: float) -> dict[str, Any]:
-        """Usage of the prompt for one request, updating the cache as the API would."""
+    def use(
+        self, request: dict[str, Any], min_tokens: int, now: float, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Usage of the prompt for one request, updating the cache as the API would.
+
+        A prompt longer than ``limit`` tokens (the model's context window) raises
+        :class:`PromptTooLong` and changes nothing.
+        """
         total, points = breakpoints(request, min_tokens)
+        if limit is not None and total > limit:
+            raise PromptTooLong(f"prompt is too long: {total} tokens > {limit} maximum")
         read = 0
         for point in reversed(points):
             if self.entries.get(point.key, 0) > now:
