@@ -1,8 +1,11 @@
-"""The emulator's HTTP API: a WSGI app with the Messages and Message Batches endpoints.
+"""The emulator's HTTP API: a WSGI app with the Messages, Message Batches and Models endpoints.
 
-Request validation, error bodies (``{"type": "error", "error": {"type", "message"}}``),
-status codes, pagination and the ``request-id`` header follow the real API, so the official
-SDK's own parsing, retries and pagination run unchanged against it.
+Request validation (the installed SDK's request types, :mod:`llm_pipelines.providers.contract`),
+error bodies (``{"type": "error", "error": {"type", "message"}, "request_id"}``), status codes,
+pagination, streaming (server-sent events) and the ``request-id`` header follow the real API,
+so the official SDK's own parsing, retries, streaming and pagination run unchanged against it.
+A batch's requests are checked when it is processed, as the API does: only the envelope
+(``custom_id``, duplicates, count and size) is checked when it is created.
 """
 
 from __future__ import annotations
@@ -22,14 +25,12 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from llm_pipelines.emulator.config import EmulatorConfig, Endpoint
-from llm_pipelines.emulator.model import (
-    RequestInvalid,
-    answer,
-    known_model,
-    validate_request,
-)
-from llm_pipelines.emulator.store import EmulatorStore
+from llm_pipelines.emulator.config import EmulatorConfig, Endpoint, RareStop
+from llm_pipelines.emulator.lineup import lineup
+from llm_pipelines.emulator.model import RequestRefused, stream_events
+from llm_pipelines.emulator.store import EmulatorStore, checked
+from llm_pipelines.emulator.tokens import prompt_tokens
+from llm_pipelines.providers.contract import RequestInvalid, contracts
 
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -40,7 +41,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
-    413: "request_too_large",
+    413: "invalid_request_error",  # the SDK's error types (2.12.0) have no request_too_large
     429: "rate_limit_error",
     500: "api_error",
     529: "overloaded_error",
@@ -72,6 +73,9 @@ class EmulatorApp:
         self._routes = Map(
             [
                 Rule("/v1/messages", endpoint="messages", methods=["POST"]),
+                Rule("/v1/messages/count_tokens", endpoint="count_tokens", methods=["POST"]),
+                Rule("/v1/models", endpoint="models_list", methods=["GET"]),
+                Rule("/v1/models/<path:model_id>", endpoint="models_retrieve", methods=["GET"]),
                 Rule("/v1/messages/batches", endpoint="batches_create", methods=["POST"]),
                 Rule("/v1/messages/batches", endpoint="batches_list", methods=["GET"]),
                 Rule(
@@ -95,11 +99,12 @@ class EmulatorApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        request_id = "req_" + secrets.token_hex(12)
         try:
             response = self._dispatch(request)
         except ApiError as error:
-            response = error_response(error.status, error.message, error.headers)
-        response.headers["request-id"] = "req_" + secrets.token_hex(12)
+            response = error_response(error.status, error.message, request_id, error.headers)
+        response.headers["request-id"] = request_id
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -148,15 +153,60 @@ class EmulatorApp:
 
     def _messages(self, request: Request) -> Response:
         body = read_json_body(request, MAX_MESSAGE_BYTES)
-        try:
-            message = validate_request(body)
-        except RequestInvalid as error:
-            raise ApiError(400, str(error)) from None
-        if not known_model(message.model):
-            raise ApiError(404, f"model: {message.model}")
-        with self.store.prompt_cache() as cache:
-            usage = cache.use(message, self.store.now())
-        return json_response(answer(message, usage, "standard"))
+        message, entry = _checked(body, contracts().message.validate)
+        with self.store.model_state() as state:
+            try:
+                reply = state.respond(
+                    message, entry, self.store.now(), "standard", self._rare_stop()
+                )
+            except RequestRefused as error:
+                raise ApiError(error.status, str(error)) from None
+        if message.get("stream"):
+            return Response(stream_events(reply), status=200, content_type="text/event-stream")
+        return json_response(reply)
+
+    def _rare_stop(self) -> RareStop | None:
+        plan = self.config.faults
+        if not plan.stop_reason_rates:
+            return None
+        with self._faults_lock:
+            reason = plan.rare_stop(self._faults.random())
+        if reason is not None:
+            self.store.record_faults(f"stop_{reason}")
+        return reason
+
+    def _count_tokens(self, request: Request) -> Response:
+        body = read_json_body(request, MAX_MESSAGE_BYTES)
+        counted, _ = _checked(body, contracts().count_tokens.validate)
+        return json_response({"input_tokens": prompt_tokens(counted)})
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _models_list(self, request: Request) -> Response:
+        limit = page_limit(request)
+        wanted = set(request.args.getlist("lifecycle") + request.args.getlist("lifecycle[]"))
+        wanted = {w for value in wanted for w in value.split(",")} or {"active", "deprecated"}
+        unknown = wanted - {"active", "deprecated", "retired"}
+        if unknown:
+            raise ApiError(400, f"lifecycle: {sorted(unknown)[0]!r} is not a lifecycle stage")
+        ids = [m.id for m in lineup().models if m.lifecycle in wanted]  # newest first
+        page, has_more = paginate(
+            ids, limit, request.args.get("after_id"), request.args.get("before_id")
+        )
+        return json_response(
+            {
+                "data": [lineup().get(i).to_api() for i in page],  # type: ignore[union-attr]
+                "has_more": has_more,
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
+
+    def _models_retrieve(self, request: Request, model_id: str) -> Response:
+        entry = lineup().get(model_id)
+        if entry is None:
+            raise ApiError(404, f"model: {model_id}")
+        return json_response(entry.to_api())
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -204,25 +254,11 @@ class EmulatorApp:
         return len(seen)
 
     def _batches_list(self, request: Request) -> Response:
-        try:
-            limit = int(request.args.get("limit", 20))
-        except ValueError:
-            raise ApiError(400, "limit: must be an integer") from None
-        if not 1 <= limit <= 1000:
-            raise ApiError(400, "limit: must be between 1 and 1000")
+        limit = page_limit(request)
         ids = self.store.list_batch_ids()  # newest first
-        after, before = request.args.get("after_id"), request.args.get("before_id")
-        if after:
-            ids = [i for i in ids if i < after]
-            page = ids[:limit]
-            has_more = len(ids) > limit
-        elif before:
-            ids = [i for i in ids if i > before]
-            page = ids[-limit:]
-            has_more = len(ids) > limit
-        else:
-            page = ids[:limit]
-            has_more = len(ids) > limit
+        page, has_more = paginate(
+            ids, limit, request.args.get("after_id"), request.args.get("before_id")
+        )
         url = base_url(request)
         data = [self.store.get_batch(i).to_api(url) for i in page]
         return json_response(
@@ -275,7 +311,11 @@ class EmulatorApp:
 
 
 def batch_line(item: Any, index: int, seen: set[str]) -> bytes:
-    """One request of a batch body, validated, as a stored JSON line."""
+    """One request of a batch body, its envelope checked, as a stored JSON line.
+
+    Only the envelope: its ``params`` are checked when the batch is processed (an invalid
+    request becomes an errored result, as on the API).
+    """
     where = f"requests.{index}."
     if not isinstance(item, dict):
         raise ApiError(400, f"requests.{index}: must be an object")
@@ -289,12 +329,44 @@ def batch_line(item: Any, index: int, seen: set[str]) -> bytes:
         raise ApiError(
             400, f"{where}custom_id: {custom_id!r} is used twice; custom_id must be unique"
         )
+    if "params" not in item:
+        raise ApiError(400, f"{where}params: Field required")
     seen.add(custom_id)
+    return orjson.dumps({"custom_id": custom_id, "params": item["params"]}) + b"\n"
+
+
+def _checked(body: Any, validate: Any) -> tuple[dict[str, Any], Any]:
+    """A request body checked as the API checks it, or the API's error."""
     try:
-        validate_request(item.get("params"), where + "params.")
+        return checked(body, validate)
     except RequestInvalid as error:
         raise ApiError(400, str(error)) from None
-    return orjson.dumps({"custom_id": custom_id, "params": item["params"]}) + b"\n"
+    except RequestRefused as error:
+        raise ApiError(error.status, str(error)) from None
+
+
+def page_limit(request: Request) -> int:
+    """The ``limit`` query parameter of a list call (1 to 1000, 20 by default)."""
+    try:
+        limit = int(request.args.get("limit", 20))
+    except ValueError:
+        raise ApiError(400, "limit: must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "limit: must be between 1 and 1000")
+    return limit
+
+
+def paginate(
+    ids: list[str], limit: int, after: str | None, before: str | None
+) -> tuple[list[str], bool]:
+    """A page of ``ids`` (listed newest first) after or before a cursor, and whether more exist."""
+    if after and after in ids:
+        rest = ids[ids.index(after) + 1 :]
+        return rest[:limit], len(rest) > limit
+    if before and before in ids:
+        rest = ids[: ids.index(before)]
+        return rest[-limit:], len(rest) > limit
+    return ids[:limit], len(ids) > limit
 
 
 def stream_lines(path: Any, cut_at: int | None) -> Iterator[bytes]:
@@ -343,11 +415,14 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status=status, content_type="application/json")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The API's error body for ``status``."""
+def error_response(
+    status: int, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The API's error body (an ``ErrorResponse``) for ``status``."""
     body = {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
+        "request_id": request_id,
     }
     response = json_response(body, status)
     for name, value in (headers or {}).items():

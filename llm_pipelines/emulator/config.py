@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Endpoint = Literal[
     "messages",
+    "count_tokens",
+    "models_list",
+    "models_retrieve",
     "batches_create",
     "batches_retrieve",
     "batches_list",
@@ -22,6 +25,8 @@ Endpoint = Literal[
 ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 Rate = float
+RareStop = Literal["pause_turn", "refusal", "model_context_window_exceeded"]
+"""Stop reasons a model gives rarely, which tests ask for through the plan."""
 
 
 class FaultPlan(BaseModel):
@@ -56,10 +61,22 @@ class FaultPlan(BaseModel):
     truncated_results_rate: Rate = Field(
         default=0.0, ge=0, le=1, description="Result streams cut off part-way through."
     )
+    stop_reason_rates: dict[RareStop, Rate] = Field(
+        default_factory=dict,
+        description="Answers (batch or not) that stop for a rare reason, by reason.",
+    )
 
     def error_rate(self, endpoint: Endpoint) -> float:
         """The HTTP fault rate of one endpoint."""
         return self.endpoint_error_rates.get(endpoint, self.http_error_rate)
+
+    def rare_stop(self, roll: float) -> RareStop | None:
+        """The rare stop reason a draw of ``roll`` (uniform in [0, 1)) lands on, if any."""
+        for reason, rate in self.stop_reason_rates.items():
+            if roll < rate:
+                return reason
+            roll -= rate
+        return None
 
     @property
     def active(self) -> bool:
@@ -73,6 +90,7 @@ class FaultPlan(BaseModel):
                 self.canceled_rate,
                 self.stalled_batch_rate,
                 self.truncated_results_rate,
+                any(self.stop_reason_rates.values()),
             )
         )
 

@@ -21,8 +21,11 @@ from typing import Any, Literal
 import orjson
 from filelock import FileLock
 
-from llm_pipelines.emulator.config import EmulatorConfig
-from llm_pipelines.emulator.model import PromptCache, answer, known_model, validate_request
+from llm_pipelines.emulator.config import EmulatorConfig, RareStop
+from llm_pipelines.emulator.lineup import ModelEntry, lineup
+from llm_pipelines.emulator.model import RequestRefused, answer, check_request, fingerprint
+from llm_pipelines.emulator.tokens import PromptCache, PromptTooLong
+from llm_pipelines.providers.contract import RequestInvalid, validated_request
 
 EXPIRY_S = 24 * 3600
 """A batch that has not ended 24 hours after creation expires, as on the real API."""
@@ -82,6 +85,59 @@ class BatchRecord:
         }
 
 
+def checked(params: Any, validate: Any = validated_request) -> tuple[dict[str, Any], ModelEntry]:
+    """A request the API would answer, and the model answering it.
+
+    Raises :class:`RequestInvalid` (400) for a request the contract refuses, and
+    :class:`RequestRefused` (its own status) for one the model refuses.
+    """
+    request = validate(params)
+    return request, check_request(request, lineup().serving(request["model"]))
+
+
+@dataclass
+class ModelState:
+    """What answering changes: the prompt cache and, per request, its truncated attempts."""
+
+    cache: PromptCache
+    attempts: dict[str, int]
+    attempts_changed: bool = False
+
+    def respond(
+        self,
+        request: dict[str, Any],
+        entry: ModelEntry,
+        now: float,
+        service_tier: str,
+        forced_stop: RareStop | None = None,
+    ) -> dict[str, Any]:
+        """The answer to a checked request, its prompt cached as the API caches it.
+
+        A request answered before and cut short by ``max_tokens`` is a new attempt: a fresh
+        draw (see :mod:`llm_pipelines.emulator.model`).
+        """
+        try:
+            usage = self.cache.use(request, entry.min_cacheable_tokens, now, entry.max_input_tokens)
+        except PromptTooLong as error:
+            raise RequestRefused(str(error)) from None
+        identity = fingerprint(request)
+        key = identity.hex()
+        attempt = self.attempts.get(key, 0)
+        message = answer(
+            request,
+            usage,
+            service_tier,
+            entry=entry,
+            attempt=attempt,
+            forced_stop=forced_stop,
+            identity=identity,
+        )
+        if message["stop_reason"] == "max_tokens" and request["max_tokens"]:
+            self.attempts[key] = attempt + 1
+            self.attempts_changed = True
+        return message
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write a file so readers see the old content or the new, never half."""
     temporary = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
@@ -98,6 +154,7 @@ class EmulatorStore:
         self.batches_dir = self.root / "batches"
         self.batches_dir.mkdir(parents=True, exist_ok=True)
         self._cache_path = self.root / "prompt_cache.json"
+        self._attempts_path = self.root / "attempts.json"
         self._cache_lock = FileLock(str(self.root / "prompt_cache.lock"))
         self._clock_path = self.root / "clock.json"
         self._fault_log = self.root / "faults.jsonl"
@@ -157,17 +214,15 @@ class EmulatorStore:
     # -- prompt cache ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def prompt_cache(self) -> Iterator[PromptCache]:
-        """The shared prompt cache, locked for the duration and saved afterwards."""
+    def model_state(self) -> Iterator[ModelState]:
+        """The shared prompt cache and attempt counts, locked for the duration, then saved."""
         with self._cache_lock:
-            try:
-                entries = orjson.loads(self._cache_path.read_bytes())
-            except FileNotFoundError:
-                entries = {}
-            cache = PromptCache(entries)
-            yield cache
-            cache.prune(self.now())
-            atomic_write(self._cache_path, orjson.dumps(cache.entries))
+            state = ModelState(PromptCache(_load(self._cache_path)), _load(self._attempts_path))
+            yield state
+            state.cache.prune(self.now())
+            atomic_write(self._cache_path, orjson.dumps(state.cache.entries))
+            if state.attempts_changed:
+                atomic_write(self._attempts_path, orjson.dumps(state.attempts))
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -315,7 +370,7 @@ class EmulatorStore:
         results = self.results_path(record.id)
         temporary = results.with_name(".tmp-results.jsonl")
         with (
-            self.prompt_cache() as cache,
+            self.model_state() as state,
             open(self._dir(record.id) / "requests.jsonl", "rb") as source,
             open(temporary, "wb") as sink,
         ):
@@ -325,7 +380,7 @@ class EmulatorStore:
                 if index >= limit:
                     outcome: dict[str, Any] = {"type": leftover}
                 else:
-                    outcome = self._outcome(record.id, custom_id, item["params"], cache, now)
+                    outcome = self._outcome(record.id, custom_id, item["params"], state, now)
                     if "fault" in outcome:
                         kind = outcome.pop("fault")
                         injected[kind] = injected.get(kind, 0) + 1
@@ -341,9 +396,10 @@ class EmulatorStore:
             self.record_faults(kind, count)
 
     def _outcome(
-        self, batch_id: str, custom_id: str, params: dict[str, Any], cache: PromptCache, now: float
+        self, batch_id: str, custom_id: str, params: Any, state: ModelState, now: float
     ) -> dict[str, Any]:
         faults = self.config.faults
+        forced_stop = None
         if faults.active:
             draw = random.Random(f"{faults.seed}:{batch_id}:{custom_id}")
             roll = draw.random()
@@ -359,16 +415,35 @@ class EmulatorStore:
             roll -= faults.expired_rate
             if roll < faults.canceled_rate:
                 return {"type": "canceled", "fault": "canceled"}
-        request = validate_request(params)  # validated at creation; cannot fail here
-        if not known_model(request.model):
-            return errored("not_found_error", f"model: {request.model}")
-        usage = cache.use(request, now)
-        return {"type": "succeeded", "message": answer(request, usage, "batch")}
+            forced_stop = faults.rare_stop(draw.random())
+        # Each request is validated now, not at creation: the API checks a batch's requests
+        # asynchronously and reports an invalid one as an errored result.
+        try:
+            request, entry = checked(params)
+        except RequestInvalid as error:
+            return errored("invalid_request_error", str(error))
+        except RequestRefused as error:
+            return errored(error.kind, str(error))
+        try:
+            message = state.respond(request, entry, now, "batch", forced_stop)
+        except RequestRefused as error:
+            return errored(error.kind, str(error))
+        outcome = {"type": "succeeded", "message": message}
+        if forced_stop is not None:
+            outcome["fault"] = f"stop_{forced_stop}"
+        return outcome
 
 
 def errored(kind: str, message: str) -> dict[str, Any]:
-    """An errored request result, nested as the API nests it."""
+    """An errored request result, nested as the API nests it (an ``ErrorResponse``)."""
     return {
         "type": "errored",
-        "error": {"type": "error", "error": {"type": kind, "message": message}},
+        "error": {"type": "error", "error": {"type": kind, "message": message}, "request_id": None},
     }
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}

@@ -348,8 +348,8 @@ class Contracts(NamedTuple):
     """The request contracts of the installed SDK (built once, on first use)."""
 
     message: Contract
-    """A Messages request: a batch request's ``params``, a ``/v1/messages`` body (either
-    value of ``stream``)."""
+    """A ``/v1/messages`` body (either value of ``stream``); :func:`validated_request` adds the
+    one rule of a batch request's ``params``: no streaming."""
     count_tokens: Contract
     """A ``/v1/messages/count_tokens`` body."""
 
@@ -364,14 +364,22 @@ def contracts() -> Contracts:
 
 
 def request_problem(params: Any) -> str | None:
-    """Why the Messages API would refuse this request, in one line; None if it would accept it.
+    """Why the Messages API would refuse this batch request, in one line; None if it would not.
 
     ``params`` is a request as JSON-decoded Python values (a batch request's ``params``). The
     reason names the field path (``messages.0.content.1.source.media_type: …``).
     """
-    return contracts().message.problem(params)
+    try:
+        validated_request(params)
+    except RequestInvalid as error:
+        return str(error)
+    return None
 
 
 def validated_request(params: Any) -> dict[str, Any]:
-    """``params`` as the contract validated it; raises :class:`RequestInvalid` with the reason."""
-    return contracts().message.validate(params)
+    """A batch request's ``params`` as the contract validated them; raises
+    :class:`RequestInvalid` with the reason. A batch request cannot stream."""
+    value = contracts().message.validate(params)
+    if value.get("stream"):
+        raise RequestInvalid("stream: a batch request cannot stream; drop it or set it false")
+    return value

@@ -11,7 +11,7 @@ import pytest
 
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore, in_process_client
 
-SONNET = "claude-sonnet-4-5"  # minimum cacheable prompt: 1,024 tokens
+SONNET = "claude-sonnet-5"  # minimum cacheable prompt: 1,024 tokens
 SYSTEM = "Answer as the store's assistant. " + "guideline " * 600  # about 1,508 tokens
 SYSTEM_TOKENS = math.ceil(len(SYSTEM) / 4)
 
