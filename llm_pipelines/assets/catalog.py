@@ -10,9 +10,11 @@ from llm_pipelines.resources import AnthropicResource, LakeResource
 
 
 def fetch_catalog(anthropic: AnthropicResource) -> ModelCatalog:
-    """Every model the provider lists now (the SDK pages through the listing)."""
+    """Every model the provider lists now, retired ones included (they are listed only when
+    asked for, and routing needs them to move their work); the SDK pages through it."""
     client = anthropic.client()
-    return ModelCatalog.from_listing(client.models.list(limit=100), source=anthropic.mode)
+    listing = client.models.list(limit=100, lifecycle=["active", "deprecated", "retired"])
+    return ModelCatalog.from_listing(listing, source=anthropic.mode)
 
 
 def current_catalog(lake: LakeResource, anthropic: AnthropicResource) -> ModelCatalog:

@@ -2,10 +2,11 @@
 
 import dagster as dg
 
+from llm_pipelines.assets.catalog import current_catalog, model_catalog
 from llm_pipelines.assets.landing import LANDING_PRODUCERS
 from llm_pipelines.assets.partitions import DAILY, OWNERS
 from llm_pipelines.intake import ingest_partition
-from llm_pipelines.resources import CostPolicyResource, LakeResource
+from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import route_partition
 from llm_pipelines.storage.datasets import utcnow
 
@@ -25,15 +26,25 @@ class RoutingConfig(dg.Config):
     group_name="llm_intake",
     kinds={"python", "parquet"},
     owners=OWNERS,
-    deps=LANDING_PRODUCERS,
+    deps=[*LANDING_PRODUCERS, model_catalog],
     description=(
-        "A day's landing zone validated against the task schema and deduplicated by task_id. "
-        "Invalid lines, and lines reusing a task_id for different content, go to dead_letter/ "
-        "with the reason; none are dropped silently."
+        "A day's landing zone validated: producer fields strictly, each request against the "
+        "installed anthropic SDK's request types, its model and max_tokens against the model "
+        "catalog; deduplicated by task_id. Invalid lines, and lines reusing a task_id for "
+        "different content, go to dead_letter/ with the reason; none are dropped silently."
     ),
 )
-def raw_llm_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    stats = ingest_partition(lake.lake(), context.partition_key)
+def raw_llm_events(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    anthropic: AnthropicResource,
+    cost_policy: CostPolicyResource,
+) -> dg.MaterializeResult:
+    lifecycle = cost_policy.routing_policy().model_lifecycle
+    models = current_catalog(lake, anthropic).intake_models(
+        cost_policy.price_table().knows, lifecycle.retired, lifecycle.successors
+    )
+    stats = ingest_partition(lake.lake(), context.partition_key, models=models)
     if stats.invalid:
         context.log.warning(f"{stats.invalid} landing lines were invalid and dead-lettered")
     if stats.conflicts:
@@ -72,11 +83,31 @@ def routed_tasks(
     context: dg.AssetExecutionContext,
     config: RoutingConfig,
     lake: LakeResource,
+    anthropic: AnthropicResource,
     cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
     prices = cost_policy.price_table()
     policy = cost_policy.routing_policy(config.policy_path or None)
-    stats = route_partition(lake.lake(), context.partition_key, policy, prices, utcnow())
+    catalog = current_catalog(lake, anthropic)
+    successors = catalog.retired_successors(policy.model_lifecycle.successors)
+    stats = route_partition(
+        lake.lake(),
+        context.partition_key,
+        policy,
+        prices,
+        utcnow(),
+        migrations={model: to for model, to in successors.items() if to},
+    )
+    deprecated = {}
+    for model, count in stats.by_model.items():
+        entry = catalog.resolve(model)
+        if entry is not None and entry.lifecycle == "deprecated":
+            when = f"{entry.retires_at:%Y-%m-%d}" if entry.retires_at else "not yet scheduled"
+            deprecated[model] = {"tasks": count, "retires_at": when}
+            context.log.warning(
+                f"{count} tasks go to {model}, which the provider has deprecated (retirement: "
+                f"{when}); move them before it retires, or name a successor in the policy"
+            )
 
     def share(count: int) -> float:
         return round(100.0 * count / stats.tasks, 2) if stats.tasks else 0.0
@@ -94,6 +125,9 @@ def routed_tasks(
             "cache_prefix_groups": stats.prefix_groups,
             "est_cost_usd": round(stats.est_cost_usd, 6),
             "by_rule": dg.MetadataValue.json(dict(stats.by_rule)),
+            "by_model_rule": dg.MetadataValue.json(dict(stats.by_model_rule)),
+            "model_migrated": stats.by_model_rule.get("model_migrated", 0),
+            "deprecated_models": dg.MetadataValue.json(deprecated),
             "policy": config.policy_path or cost_policy.routing_policy_path or "(shipped default)",
             "dagster/row_count": stats.tasks,
         }

@@ -132,6 +132,8 @@ class RoutingStats:
     by_rule: Counter[str] = field(default_factory=Counter)
     by_model_rule: Counter[str] = field(default_factory=Counter)
     """How each task's model was chosen: requested, right_sized or model_migrated."""
+    by_model: Counter[str] = field(default_factory=Counter)
+    """Tasks per model they are sent to."""
     cache_marked: int = 0
     """Tasks with at least one ``cache_control`` breakpoint placed by routing."""
     prefix_groups: int = 0
@@ -658,16 +660,20 @@ def _stats(partition: str, decisions: _Decisions) -> RoutingStats:
     stats.by_rule.update(
         dict(zip(rules.field("values").to_pylist(), rules.field("counts").to_pylist(), strict=True))
     )
-    model_rules = pc.value_counts(decisions.model_rule)
-    stats.by_model_rule.update(
-        dict(
-            zip(
-                model_rules.field("values").to_pylist(),
-                model_rules.field("counts").to_pylist(),
-                strict=True,
+    for counted, into in (
+        (decisions.model_rule, stats.by_model_rule),
+        (decisions.model, stats.by_model),
+    ):
+        counts = pc.value_counts(counted)
+        into.update(
+            dict(
+                zip(
+                    counts.field("values").to_pylist(),
+                    counts.field("counts").to_pylist(),
+                    strict=True,
+                )
             )
         )
-    )
     marked = pc.or_(decisions.mark_system, decisions.mark_document)
     stats.cache_marked = int(pc.sum(marked).as_py() or 0)
     stats.prefix_groups = len(pc.unique(decisions.system_key.filter(decisions.mark_system))) + len(

@@ -68,7 +68,7 @@ MESSAGE = st.fixed_dictionaries(
         "id": st.just("msg_1"),
         "type": st.just("message"),
         "role": st.just("assistant"),
-        "model": st.sampled_from(["claude-haiku-4-5", "claude-sonnet-4-5"]),
+        "model": st.sampled_from(["claude-haiku-4-5", "claude-sonnet-5-5"]),
         "content": st.lists(BLOCK, max_size=3),
         "stop_reason": st.sampled_from(["end_turn", "max_tokens", None]),
         "usage": USAGE,

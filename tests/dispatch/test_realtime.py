@@ -77,7 +77,7 @@ def _chats(day: str, count: int, **fields: Any) -> list[dict[str, Any]]:
         {
             "task_id": f"chat-{n}",
             "task_type": "chat_reply",
-            "model": "claude-sonnet-4-5",
+            "model": "claude-sonnet-5-5",
             "max_tokens": 40,
             "messages": [{"role": "user", "content": f"where is my order {n}?"}],
             **fields,
@@ -134,7 +134,7 @@ def test_sdk_retries_absorb_transient_errors_and_results_keep_the_batch_shape(
     assert {row["route"] for row in rows} == {"realtime"}
     for row in rows:
         assert row["batch_id"] is None and row["attempt"] == 1
-        assert row["model"] == row["requested_model"] == "claude-sonnet-4-5"
+        assert row["model"] == row["requested_model"] == "claude-sonnet-5-5"
         assert row["output_text"] and row["stop_reason"] in ("end_turn", "max_tokens")
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0
         # No batch discount, no cache, no downshift: it costs exactly the all-sync price.

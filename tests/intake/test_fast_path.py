@@ -41,7 +41,7 @@ TURNS = st.lists(
 VALID_TASK = st.fixed_dictionaries(
     {
         "task_type": st.text(min_size=1, max_size=64),
-        "model": st.sampled_from(["claude-haiku-4-5", "claude-sonnet-4-5"]),
+        "model": st.sampled_from(["claude-haiku-4-5", "claude-sonnet-5-5"]),
         "messages": TURNS,
         "max_tokens": st.integers(min_value=1, max_value=128_000),
     },

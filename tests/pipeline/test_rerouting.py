@@ -52,7 +52,7 @@ def test_rerouting_a_dispatched_day_answers_nothing_twice(
     late = {
         "task_id": "late-chat-1",
         "task_type": "chat_reply",
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-5-5",
         "max_tokens": 50,
         "messages": [{"role": "user", "content": "Is my order on its way?"}],
     }

@@ -39,7 +39,7 @@ def _task(group: str, n: int, **fields: Any) -> dict[str, Any]:
     return {
         "task_id": f"{group}-{n}",
         "task_type": f"bulk_{group}",
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-5-5",
         "max_tokens": 50,
         "messages": [{"role": "user", "content": f"question {n} for {group}"}],
         **fields,

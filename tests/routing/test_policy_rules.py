@@ -94,7 +94,7 @@ def test_without_a_priority_rule_priority_never_routes() -> None:
 
 
 def test_break_even_group_sizes_follow_the_price_table() -> None:
-    price = default_price_table().price("claude-sonnet-4-5")
+    price = default_price_table().price("claude-sonnet-5-5")
     # 1h: write 2x input. n=2 costs 2 + 0.1 = 2.1 inputs > 2; n=3 costs 2.2 < 3.
     assert break_even_group_size(price, "1h") == 3
     # 5m: write 1.25x. n=2 costs 1.35 < 2.
@@ -198,7 +198,7 @@ def test_users_policy_file_through_the_resource_and_a_run_override(
     # Right-sizing from our file; the requested model is kept beside it.
     evals = tasks.filter(pa.compute.equal(tasks["task_type"], "offline_eval"))
     assert set(evals["model"].to_pylist()) == {"claude-haiku-4-5"}
-    assert set(evals["requested_model"].to_pylist()) == {"claude-sonnet-4-5"}
+    assert set(evals["requested_model"].to_pylist()) == {"claude-sonnet-5-5"}
     assert all('"model":"claude-haiku-4-5"' in r for r in evals["request"].to_pylist())
 
     broken = tmp_path / "broken.yaml"
@@ -225,9 +225,9 @@ def test_shipped_policy_downshifts_bulk_work_and_keeps_the_requested_model(
             strict=True,
         )
     )
-    assert ("ticket_triage", "claude-sonnet-4-5", "claude-haiku-4-5") in pairs
-    assert ("offline_eval", "claude-sonnet-4-5", "claude-sonnet-4-5") in pairs
-    assert ("chat_reply", "claude-sonnet-4-5", "claude-sonnet-4-5") in pairs
+    assert ("ticket_triage", "claude-sonnet-5-5", "claude-haiku-4-5") in pairs
+    assert ("offline_eval", "claude-sonnet-5-5", "claude-sonnet-5-5") in pairs
+    assert ("chat_reply", "claude-sonnet-5-5", "claude-sonnet-5-5") in pairs
 
 
 def test_retired_models_are_migrated_and_the_model_rule_says_how_each_was_chosen(
@@ -244,10 +244,10 @@ def test_retired_models_are_migrated_and_the_model_rule_says_how_each_was_chosen
     base = {"max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
     LandingZone(lake).append(
         [
-            {**base, "task_id": "kept", "task_type": "bulk", "model": "claude-sonnet-4-5"},
-            {**base, "task_id": "sized", "task_type": "triage", "model": "claude-sonnet-4-5"},
+            {**base, "task_id": "kept", "task_type": "bulk", "model": "claude-sonnet-5-5"},
+            {**base, "task_id": "sized", "task_type": "triage", "model": "claude-sonnet-5-5"},
             {**base, "task_id": "old", "task_type": "bulk", "model": "claude-opus-4-1"},
-            {**base, "task_id": "sized-old", "task_type": "legacy", "model": "claude-sonnet-4-5"},
+            {**base, "task_id": "sized-old", "task_type": "legacy", "model": "claude-sonnet-5-5"},
         ],
         partition=day,
     )
@@ -266,7 +266,7 @@ def test_retired_models_are_migrated_and_the_model_rule_says_how_each_was_chosen
     tasks = lake.read_table([lake.path(TASKS, day, TASKS_FILE)]).sort_by("task_id")
     rows = {r["task_id"]: r for r in tasks.to_pylist()}
     expected = {
-        "kept": ("claude-sonnet-4-5", "requested"),
+        "kept": ("claude-sonnet-5-5", "requested"),
         "sized": ("claude-haiku-4-5", "right_sized"),
         "old": ("claude-opus-4-5", "model_migrated"),
         "sized-old": ("claude-opus-4-5", "model_migrated"),

@@ -36,7 +36,7 @@ def _task(task_id: str, text: str, task_type: str = "bulk", **fields: Any) -> di
     return {
         "task_id": task_id,
         "task_type": task_type,
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-5-5",
         "max_tokens": 60,
         "messages": [{"role": "user", "content": text}],
         **fields,
