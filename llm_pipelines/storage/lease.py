@@ -159,7 +159,7 @@ class PartitionLease:
     """A held lease: check it before acting, renew it while working, release it at the end.
 
     :meth:`check` may be called from several threads at once (the real-time path checks
-    before each call of its pool): checks and renewals take turns.
+    before each call of its pool): renewals take turns.
     """
 
     def __init__(
@@ -185,14 +185,16 @@ class PartitionLease:
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless we still hold the lease (and renew it at half-life)."""
+        # The listing runs outside the lock: threads checking at once each list in parallel
+        # (one round trip on S3), and only renewals take turns.
+        newest = _generations(self.lake, self.partition, self.kind)
+        if newest and newest[-1] != self.record.generation:
+            raise LeaseLost(
+                f"the {self.kind.name} lease of {self.partition} was taken over "
+                f"(generation {newest[-1]} after ours, {self.record.generation}); stopping"
+            )
         with self._lock:
             now = utcnow()
-            newest = _generations(self.lake, self.partition, self.kind)
-            if newest and newest[-1] != self.record.generation:
-                raise LeaseLost(
-                    f"the {self.kind.name} lease of {self.partition} was taken over "
-                    f"(generation {newest[-1]} after ours, {self.record.generation}); stopping"
-                )
             if self.record.expires_at <= now:
                 raise LeaseLost(
                     f"the {self.kind.name} lease of {self.partition} expired at "
