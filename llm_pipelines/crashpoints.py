@@ -20,8 +20,9 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ POINTS = frozenset(
         "sensor.mid_tick",  # the sensor has decided on some run requests, not all
         "cancel.after_cancel",  # cancel sent to the provider, manifest not yet updated
         "replay.before_write",  # dead letters chosen, retry rows not yet written
+        "realtime.after_calls",  # a chunk's real-time answers received, none written yet
+        "realtime.after_chunk",  # a chunk's real-time results and dead letters written
     }
 )
 """Every crash point the pipeline has; arming another name is an error."""
@@ -127,6 +130,11 @@ class Child:
         self._process.start()
         send.close()
 
+    def running(self, for_s: float) -> bool:
+        """Wait up to ``for_s`` seconds for the child to end; whether it still runs."""
+        self._process.join(timeout=for_s)
+        return self._process.is_alive()
+
     def wait(self) -> ChildOutcome:
         """Wait for the child to end; what it returned, if it got that far."""
         value = None
@@ -146,3 +154,33 @@ def run_in_child(
     Forking keeps the already-imported modules: far faster than a fresh interpreter.
     """
     return Child(fn, crash_at=crash_at, quiet=quiet).wait()
+
+
+@contextlib.contextmanager
+def paused_at(
+    fn: Callable[[], Any], point: str, gate: Path, *, patience_s: float = 120.0
+) -> Iterator[Child]:
+    """Run ``fn`` in a child held at ``point`` (its first hit) while the block runs.
+
+    The block starts once the child has reached ``point``; the child goes on when it ends
+    (then :meth:`Child.wait` for it). ``gate`` is a file of the caller's: the lock file of
+    ``LLM_PIPELINES_HOLD_AT``. Raises if the child ends, or takes ``patience_s``, before it
+    gets there.
+    """
+    gate.touch()
+    reached = Path(f"{gate}.reached")
+    with open(gate) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            child = Child(fn, hold_at=f"{point}:{gate}")
+            deadline = time.monotonic() + patience_s
+            while not reached.exists():
+                if not child.running(0.05):
+                    raise RuntimeError(f"the child ended before it reached {point}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the child did not reach {point} in {patience_s:.0f} s")
+            yield child
+        finally:
+            # Unlocked explicitly: the child forked with this open file, so closing ours
+            # alone would leave it locked and the child waiting for ever.
+            fcntl.flock(held, fcntl.LOCK_UN)

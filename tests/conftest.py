@@ -101,7 +101,8 @@ def materialize_assets(resources: dict[str, Any], instance: dg.DagsterInstance, 
     """Materialize named assets for the test partition through Dagster; fail loudly.
 
     ``resources_override`` replaces some of the test resources for one run; ``partition``
-    runs another day than the test's.
+    runs another day than the test's; ``expect_success=False`` returns a failed run's result
+    for the test to look into.
     """
 
     def run(
@@ -110,6 +111,7 @@ def materialize_assets(resources: dict[str, Any], instance: dg.DagsterInstance, 
         *,
         resources_override: dict[str, Any] | None = None,
         partition: str | None = None,
+        expect_success: bool = True,
     ) -> dg.ExecuteInJobResult:
         result = dg.materialize(
             _assets_named(names),
@@ -117,8 +119,9 @@ def materialize_assets(resources: dict[str, Any], instance: dg.DagsterInstance, 
             resources={**resources, **(resources_override or {})},
             instance=instance,
             run_config=run_config,
+            raise_on_error=expect_success,
         )
-        assert result.success
+        assert result.success or not expect_success
         return result
 
     return run

@@ -27,7 +27,8 @@ def run_owner(context: dg.OpExecutionContext) -> str:
     deps=[routed_tasks],
     description=(
         "Tasks routed real-time, answered through the synchronous Messages API with bounded "
-        "concurrency and the SDK's retries; same results shape as batch results."
+        "concurrency and the SDK's retries; same results shape as batch results. One run per "
+        "partition at a time (a real-time lease in the lake, apart from submission's)."
     ),
 )
 def realtime_results(
@@ -36,13 +37,19 @@ def realtime_results(
     anthropic: AnthropicResource,
     cost_policy: CostPolicyResource,
 ) -> dg.MaterializeResult:
-    stats = answer_partition(
-        lake.lake(),
-        anthropic.provider(context.log),
-        context.partition_key,
-        cost_policy.price_table(),
-        anthropic.realtime_concurrency,
-    )
+    try:
+        stats = answer_partition(
+            lake.lake(),
+            anthropic.provider(context.log),
+            context.partition_key,
+            cost_policy.price_table(),
+            anthropic.realtime_concurrency,
+            owner=run_owner(context),
+        )
+    except LeaseHeld as held:
+        # As submission does: the run that holds the lease answers these tasks; this one
+        # fails loudly rather than record a materialization of work it did not do.
+        raise dg.Failure(description=str(held)) from None
     totals = stats.totals
     assert totals is not None
     return dg.MaterializeResult(

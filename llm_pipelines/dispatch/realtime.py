@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
+from llm_pipelines.crashpoints import crash_point
 from llm_pipelines.dispatch.results import ResultTotals, success_row, write_results
 from llm_pipelines.dispatch.state import NotYetDone, PartitionState, open_tasks
 from llm_pipelines.providers.base import BatchProvider
@@ -37,6 +38,12 @@ from llm_pipelines.storage.datasets import (
     write_rows,
 )
 from llm_pipelines.storage.lake import Lake, read_row_groups, row_group_bounds
+from llm_pipelines.storage.lease import (
+    DEFAULT_LEASE_TTL_S,
+    REALTIME_LEASE,
+    PartitionLease,
+    partition_lease,
+)
 from llm_pipelines.tasks import ids_digest
 
 REALTIME_CHUNK = 500
@@ -121,7 +128,11 @@ _COLUMNS = ["task_id", "task_type", "requested_model", "request", "route", "pref
 """What the real-time path reads of each task."""
 
 
-def _call(provider: BatchProvider, request: str) -> tuple[dict[str, Any] | None, str | None]:
+_Answer = tuple[dict[str, Any] | None, str | None]
+"""A message, or the reason there is none."""
+
+
+def _call(provider: BatchProvider, request: str) -> _Answer:
     try:
         return provider.create_message(orjson.loads(request)), None
     except anthropic.APIStatusError as error:
@@ -157,71 +168,118 @@ def cache_waves(prefix_keys: list[str | None]) -> list[list[int]]:
 
 
 def answer_partition(
-    lake: Lake, provider: BatchProvider, partition: str, prices: PriceTable, concurrency: int
+    lake: Lake,
+    provider: BatchProvider,
+    partition: str,
+    prices: PriceTable,
+    concurrency: int,
+    *,
+    owner: str = "llm_pipelines",
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
 ) -> RealtimeStats:
-    """Answer every real-time task of a partition, one results file per chunk.
+    """Answer every real-time task of a partition, one results file per chunk, under its
+    real-time lease.
 
     Tasks that already have a result or a dead letter, or sit in a batch, are skipped: a
     re-run (or a retry after a crash) asks only what is still unanswered, and a task
     re-routed after it was dispatched is never answered twice. Each chunk's files are named
     by a digest of its task ids, so new real-time tasks of a day get new files.
+
+    A second pass over the partition while this one runs fails with
+    :class:`~llm_pipelines.storage.lease.LeaseHeld` before reading anything, so no task is
+    asked twice by overlapping runs; what is answered is read only once the lease is held.
+    The lease is checked (and so renewed) before every call: a pass that lost it stops with
+    :class:`~llm_pipelines.storage.lease.LeaseLost` and writes nothing more. The one repeat
+    left: a process killed between a chunk's calls and its files (at most
+    :data:`REALTIME_CHUNK` answers) is asked those tasks again by the next run, as nothing
+    recorded that they were answered.
     """
     stats = RealtimeStats(totals=ResultTotals())
-    done = PartitionState.load(lake, partition).dispatched_ids(lake)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="realtime") as pool:
+    with (
+        partition_lease(
+            lake, partition, owner=owner, purpose="realtime", ttl_s=lease_ttl_s, kind=REALTIME_LEASE
+        ) as lease,
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="realtime") as pool,
+    ):
+        done = PartitionState.load(lake, partition).dispatched_ids(lake)
         for chunk in _realtime_chunks(lake, partition, done, stats):
-            stats.tasks += chunk.num_rows
-            unit = ids_digest(chunk["task_id"].to_pylist())
-            results_path = lake.path(RESULTS, partition, f"realtime-{unit}.parquet")
-            requests = chunk["request"].to_pylist()
-            answers: list[tuple[dict[str, Any] | None, str | None]] = [(None, None)] * len(requests)
-            for wave in cache_waves(chunk["prefix_key"].to_pylist()):
-                sent = [requests[i] for i in wave]
-                for position, answer in zip(
-                    wave, pool.map(lambda r: _call(provider, r), sent), strict=True
-                ):
-                    answers[position] = answer
-            collected_at = utcnow()
-            dead_path = dead_letter_path(lake, partition, "realtime", unit)
-            with (
-                write_results(lake, results_path, prices) as results,
-                write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
-            ):
-                for task_id, task_type, requested, request, (message, error) in zip(
-                    chunk["task_id"].to_pylist(),
-                    chunk["task_type"].to_pylist(),
-                    chunk["requested_model"].to_pylist(),
-                    requests,
-                    answers,
-                    strict=True,
-                ):
-                    if message is None:
-                        dead.add(
-                            dead_letter_row(
-                                stage="realtime",
-                                task_id=task_id,
-                                reason=error or "no answer",
-                                payload=request,
-                                source=f"tasks/dt={partition}",
-                            )
-                        )
-                        continue
-                    results.add(
-                        success_row(
-                            task_id=task_id,
-                            task_type=task_type,
-                            route=REALTIME,
-                            batch_id=None,
-                            attempt=1,
-                            requested_model=requested,
-                            message=message,
-                            collected_at=collected_at,
-                        )
-                    )
-            stats.chunks_written += 1
-            stats.answered += results.totals.rows
-            stats.dead_lettered += dead.rows
-            stats.totals.rows += results.totals.rows
-            stats.totals.cost_usd += results.totals.cost_usd
-            stats.totals.sync_cost_usd += results.totals.sync_cost_usd
+            answers = _ask(provider, lease, pool, chunk)
+            crash_point("realtime.after_calls")
+            _write_chunk(lake, partition, prices, chunk, answers, stats)
+            crash_point("realtime.after_chunk")
     return stats
+
+
+def _ask(
+    provider: BatchProvider, lease: PartitionLease, pool: ThreadPoolExecutor, chunk: pa.Table
+) -> list[_Answer]:
+    """Each request of a chunk asked once, wave after wave; the answers in chunk order."""
+    requests = chunk["request"].to_pylist()
+    answers: list[_Answer] = [(None, None)] * len(requests)
+
+    def call(request: str) -> _Answer:
+        lease.check()  # never call the provider once another pass may have taken over
+        return _call(provider, request)
+
+    for wave in cache_waves(chunk["prefix_key"].to_pylist()):
+        for position, answer in zip(wave, pool.map(call, [requests[i] for i in wave]), strict=True):
+            answers[position] = answer
+    return answers
+
+
+def _write_chunk(
+    lake: Lake,
+    partition: str,
+    prices: PriceTable,
+    chunk: pa.Table,
+    answers: list[_Answer],
+    stats: RealtimeStats,
+) -> None:
+    """A chunk's results file and dead-letter file, named by its task ids."""
+    assert stats.totals is not None
+    stats.tasks += chunk.num_rows
+    unit = ids_digest(chunk["task_id"].to_pylist())
+    results_path = lake.path(RESULTS, partition, f"realtime-{unit}.parquet")
+    collected_at = utcnow()
+    dead_path = dead_letter_path(lake, partition, "realtime", unit)
+    with (
+        write_results(lake, results_path, prices) as results,
+        write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead,
+    ):
+        for task_id, task_type, requested, request, (message, error) in zip(
+            chunk["task_id"].to_pylist(),
+            chunk["task_type"].to_pylist(),
+            chunk["requested_model"].to_pylist(),
+            chunk["request"].to_pylist(),
+            answers,
+            strict=True,
+        ):
+            if message is None:
+                dead.add(
+                    dead_letter_row(
+                        stage="realtime",
+                        task_id=task_id,
+                        reason=error or "no answer",
+                        payload=request,
+                        source=f"tasks/dt={partition}",
+                    )
+                )
+                continue
+            results.add(
+                success_row(
+                    task_id=task_id,
+                    task_type=task_type,
+                    route=REALTIME,
+                    batch_id=None,
+                    attempt=1,
+                    requested_model=requested,
+                    message=message,
+                    collected_at=collected_at,
+                )
+            )
+    stats.chunks_written += 1
+    stats.answered += results.totals.rows
+    stats.dead_lettered += dead.rows
+    stats.totals.rows += results.totals.rows
+    stats.totals.cost_usd += results.totals.cost_usd
+    stats.totals.sync_cost_usd += results.totals.sync_cost_usd

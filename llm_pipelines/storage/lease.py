@@ -1,13 +1,18 @@
-"""A lease on one partition's submissions, held in the lake itself (local folder or S3).
+"""Leases on one partition's provider calls, held in the lake itself (local folder or S3).
 
 Two runs submitting the same partition at once would each pack the tasks that no manifest
-names yet and send them twice. Whoever submits (or re-enqueues) first takes the partition's
-lease; a second run finds it held and stops with a clear error instead.
+names yet and send them twice; two runs answering its real-time tasks at once would each
+call the API for every task neither has answered yet. Whoever submits (or re-enqueues)
+first takes the partition's submission lease, whoever answers real-time tasks first takes
+its real-time lease; a second run finds the lease held and stops with a clear error instead.
+The two leases are apart (:data:`SUBMISSION_LEASE`, :data:`REALTIME_LEASE`): they cover
+disjoint routes, and one run's submission and real-time steps run side by side.
 
 How it works, with nothing but the lake:
 
-- The lease is a sequence of *generation* files ``batches/dt=<day>/_lease/g<n>.json``, each
-  naming its owner (host, pid, Dagster run) and an expiry. The newest generation rules.
+- A lease is a sequence of *generation* files ``batches/dt=<day>/_lease/g<n>.json``
+  (``_lease_realtime/`` for the real-time lease), each naming its owner (host, pid, Dagster
+  run) and an expiry. The newest generation rules.
 - To take the lease, read the newest generation; if it is released, expired, or its owner is
   a dead process on this host, create generation n+1 with an *exclusive create*
   (:meth:`Lake.create_exclusive`: hard link locally, ``If-None-Match: *`` on S3). Of several
@@ -28,8 +33,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -41,6 +48,24 @@ DEFAULT_LEASE_TTL_S = 600.0
 """How long a lease lasts without renewal: far longer than one provider call."""
 KEEP_GENERATIONS = 20
 """Old generation files kept for the record; older ones are removed when a lease is taken."""
+
+
+@dataclass(frozen=True)
+class LeaseKind:
+    """One of a partition's leases: where its generations live and what its holder does."""
+
+    folder: str
+    """The folder of its generation files, beside the partition's manifests."""
+    name: str
+    """What it is called in messages ("the submission lease")."""
+    activity: str
+    """What a holder is doing, for an error a person can act on ("being submitted")."""
+
+
+SUBMISSION_LEASE = LeaseKind("_lease", "submission", "being submitted")
+"""Held by batch submission and replays: everything that packs or re-enqueues batch work."""
+REALTIME_LEASE = LeaseKind("_lease_realtime", "real-time", "being answered in real time")
+"""Held by the real-time path while it calls the Messages API."""
 
 
 class LeaseHeld(RuntimeError):
@@ -88,18 +113,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def lease_dir(lake: Lake, partition: str) -> str:
+def lease_dir(lake: Lake, partition: str, kind: LeaseKind = SUBMISSION_LEASE) -> str:
     """Where a partition's lease generations live (hidden from dataset listings by ``_``)."""
-    return lake.path(BATCHES, partition, "_lease")
+    return lake.path(BATCHES, partition, kind.folder)
 
 
-def _generation_path(lake: Lake, partition: str, generation: int) -> str:
-    return f"{lease_dir(lake, partition)}/g{generation:012d}.json"
+def _generation_path(lake: Lake, partition: str, generation: int, kind: LeaseKind) -> str:
+    return f"{lease_dir(lake, partition, kind)}/g{generation:012d}.json"
 
 
-def _generations(lake: Lake, partition: str) -> list[int]:
+def _generations(lake: Lake, partition: str, kind: LeaseKind) -> list[int]:
     try:
-        names = lake.fs.ls(lease_dir(lake, partition), detail=False, refresh=True)
+        names = lake.fs.ls(lease_dir(lake, partition, kind), detail=False, refresh=True)
     except FileNotFoundError:
         return []
     found = []
@@ -110,60 +135,81 @@ def _generations(lake: Lake, partition: str) -> list[int]:
     return sorted(found)
 
 
-def current_lease(lake: Lake, partition: str) -> LeaseRecord | None:
+def current_lease(
+    lake: Lake, partition: str, kind: LeaseKind = SUBMISSION_LEASE
+) -> LeaseRecord | None:
     """The newest generation of a partition's lease, live or not (None if never leased)."""
-    generations = _generations(lake, partition)
+    generations = _generations(lake, partition, kind)
     if not generations:
         return None
     return LeaseRecord.model_validate(
-        lake.read_json(_generation_path(lake, partition, generations[-1]))
+        lake.read_json(_generation_path(lake, partition, generations[-1], kind))
     )
 
 
-def live_lease(lake: Lake, partition: str) -> LeaseRecord | None:
+def live_lease(
+    lake: Lake, partition: str, kind: LeaseKind = SUBMISSION_LEASE
+) -> LeaseRecord | None:
     """The lease's holder if someone holds it now."""
-    record = current_lease(lake, partition)
+    record = current_lease(lake, partition, kind)
     return record if record is not None and record.live(utcnow()) else None
 
 
 class PartitionLease:
-    """A held lease: check it before acting, renew it while working, release it at the end."""
+    """A held lease: check it before acting, renew it while working, release it at the end.
 
-    def __init__(self, lake: Lake, partition: str, record: LeaseRecord, ttl_s: float) -> None:
+    :meth:`check` may be called from several threads at once (the real-time path checks
+    before each call of its pool): renewals take turns.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        partition: str,
+        record: LeaseRecord,
+        ttl_s: float,
+        kind: LeaseKind = SUBMISSION_LEASE,
+    ) -> None:
         self.lake = lake
         self.partition = partition
         self.record = record
         self.ttl_s = ttl_s
+        self.kind = kind
         self._renewed_at = record.acquired_at
+        self._lock = threading.Lock()
 
     @property
     def path(self) -> str:
         """This generation's file."""
-        return _generation_path(self.lake, self.partition, self.record.generation)
+        return _generation_path(self.lake, self.partition, self.record.generation, self.kind)
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless we still hold the lease (and renew it at half-life)."""
-        now = utcnow()
-        newest = _generations(self.lake, self.partition)
+        # The listing runs outside the lock: threads checking at once each list in parallel
+        # (one round trip on S3), and only renewals take turns.
+        newest = _generations(self.lake, self.partition, self.kind)
         if newest and newest[-1] != self.record.generation:
             raise LeaseLost(
-                f"the submission lease of {self.partition} was taken over (generation "
-                f"{newest[-1]} after ours, {self.record.generation}); stopping"
+                f"the {self.kind.name} lease of {self.partition} was taken over "
+                f"(generation {newest[-1]} after ours, {self.record.generation}); stopping"
             )
-        if self.record.expires_at <= now:
-            raise LeaseLost(
-                f"the submission lease of {self.partition} expired at "
-                f"{self.record.expires_at:%H:%M:%S} UTC before it was renewed; stopping"
-            )
-        if (now - self._renewed_at).total_seconds() > self.ttl_s / 2:
-            self.record.expires_at = now + timedelta(seconds=self.ttl_s)
-            self._renewed_at = now
-            self.lake.write_json(self.path, self.record.model_dump(mode="json"))
+        with self._lock:
+            now = utcnow()
+            if self.record.expires_at <= now:
+                raise LeaseLost(
+                    f"the {self.kind.name} lease of {self.partition} expired at "
+                    f"{self.record.expires_at:%H:%M:%S} UTC before it was renewed; stopping"
+                )
+            if (now - self._renewed_at).total_seconds() > self.ttl_s / 2:
+                self.record.expires_at = now + timedelta(seconds=self.ttl_s)
+                self._renewed_at = now
+                self.lake.write_json(self.path, self.record.model_dump(mode="json"))
 
     def release(self) -> None:
         """Give the lease up (a newer generation, if any, is left alone)."""
-        self.record.released_at = utcnow()
-        self.lake.write_json(self.path, self.record.model_dump(mode="json"))
+        with self._lock:
+            self.record.released_at = utcnow()
+            self.lake.write_json(self.path, self.record.model_dump(mode="json"))
 
 
 @contextlib.contextmanager
@@ -174,15 +220,16 @@ def partition_lease(
     owner: str,
     purpose: str,
     ttl_s: float = DEFAULT_LEASE_TTL_S,
+    kind: LeaseKind = SUBMISSION_LEASE,
 ) -> Iterator[PartitionLease]:
-    """Hold the partition's lease for the block, or raise :class:`LeaseHeld`."""
-    generations = _generations(lake, partition)
+    """Hold the partition's lease of ``kind`` for the block, or raise :class:`LeaseHeld`."""
+    generations = _generations(lake, partition, kind)
     now = utcnow()
     if generations:
-        newest = current_lease(lake, partition)
+        newest = current_lease(lake, partition, kind)
         if newest is not None and newest.live(now):
             raise LeaseHeld(
-                f"partition {partition} is being submitted by {newest.describe()}; "
+                f"partition {partition} is {kind.activity} by {newest.describe()}; "
                 "run again once it has finished"
             )
     generation = (generations[-1] if generations else 0) + 1
@@ -196,16 +243,16 @@ def partition_lease(
         acquired_at=now,
         expires_at=now + timedelta(seconds=ttl_s),
     )
-    path = _generation_path(lake, partition, generation)
+    path = _generation_path(lake, partition, generation, kind)
     if not lake.create_exclusive(path, record.model_dump_json(indent=2).encode()):
-        winner = current_lease(lake, partition)
+        winner = current_lease(lake, partition, kind)
         raise LeaseHeld(
-            f"partition {partition} was just leased by "
+            f"partition {partition} was just leased ({kind.name}) by "
             f"{winner.describe() if winner else 'another run'}; run again once it has finished"
         )
     for old in generations[:-KEEP_GENERATIONS]:
-        lake.delete(_generation_path(lake, partition, old))
-    lease = PartitionLease(lake, partition, record, ttl_s)
+        lake.delete(_generation_path(lake, partition, old, kind))
+    lease = PartitionLease(lake, partition, record, ttl_s, kind)
     try:
         yield lease
     finally:

@@ -1,12 +1,17 @@
-"""The real-time path through Dagster and the SDK: concurrency bound, retries, shape, waves."""
+"""The real-time path through Dagster and the SDK: concurrency bound, retries, shape, waves,
+and each task asked once however runs of the day overlap or crash."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import io
 import itertools
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,13 +19,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from llm_pipelines.costs import default_price_table
+from llm_pipelines.crashpoints import paused_at, run_in_child
 from llm_pipelines.dispatch import realtime
 from llm_pipelines.dispatch.realtime import cache_waves
 from llm_pipelines.emulator import FaultPlan
 from llm_pipelines.resources import AnthropicResource
 from llm_pipelines.routing import default_policy, route
 from llm_pipelines.storage import Lake, LandingZone
-from llm_pipelines.storage.datasets import DEAD_LETTER, RESULTS, RESULTS_SCHEMA, TASKS, TASKS_FILE
+from llm_pipelines.storage.datasets import (
+    DEAD_LETTER,
+    DEAD_LETTER_SCHEMA,
+    RESULTS,
+    RESULTS_SCHEMA,
+    TASKS,
+    TASKS_FILE,
+)
+from llm_pipelines.storage.lease import (
+    REALTIME_LEASE,
+    SUBMISSION_LEASE,
+    LeaseHeld,
+    LeaseLost,
+    current_lease,
+    lease_dir,
+    partition_lease,
+)
 
 CYCLE = ["raw_llm_events", "routed_tasks", "realtime_results"]
 LONG_SYSTEM = "You answer chats for the store. " + "policy note " * 500  # ~1,500 tokens
@@ -29,9 +51,11 @@ LONG_SYSTEM = "You answer chats for the store. " + "policy note " * 500  # ~1,50
 class MessagesObserver:
     """WSGI middleware in front of the emulator: watches ``POST /v1/messages`` calls.
 
-    It records how many calls are in flight at once, and the order calls start and end.
-    The first ``hold`` calls wait for one another, so a pool that really runs ``hold``
-    calls at once is seen doing so, whatever the machine's speed.
+    It records how many calls are in flight at once, the order calls start and end, and
+    how many times each prompt was asked (:func:`_prompt`: what tells tasks apart). The
+    first ``hold`` calls wait for one another, so a pool that really runs ``hold`` calls at
+    once is seen doing so, whatever the machine's speed. Calls from other processes (a
+    forked run) are seen too: they come over HTTP.
     """
 
     def __init__(self, app: Any, hold: int = 0) -> None:
@@ -40,6 +64,7 @@ class MessagesObserver:
         self.in_flight = 0
         self.peak = 0
         self.calls = 0
+        self.asked: collections.Counter[str] = collections.Counter()
         self.events: list[tuple[str, str]] = []
         self.held = hold == 0
         self.barrier = threading.Barrier(hold or 1, action=self._release, timeout=20)
@@ -52,11 +77,13 @@ class MessagesObserver:
             return self.app(environ, start_response)
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
-        system = orjson.loads(body).get("system")
+        request = orjson.loads(body)
+        system = request.get("system")
         group = hashlib.sha1(orjson.dumps(system)).hexdigest()[:8] if system else "-"
         with self.lock:
             self.in_flight += 1
             self.calls += 1
+            self.asked[_prompt(request)] += 1
             self.peak = max(self.peak, self.in_flight)
             self.events.append(("start", group))
         try:
@@ -70,6 +97,14 @@ class MessagesObserver:
             with self.lock:
                 self.in_flight -= 1
                 self.events.append(("end", group))
+
+
+def _prompt(request: dict[str, Any]) -> str:
+    """The text of a request's last turn: each chat of :func:`_chats` has its own."""
+    content = request["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content)
 
 
 def _chats(day: str, count: int, **fields: Any) -> list[dict[str, Any]]:
@@ -204,3 +239,161 @@ def test_tasks_of_a_shared_prefix_go_out_together_across_row_groups_and_chunks(
     sent = [group for kind, group in observer.events if kind == "start"]
     assert len(sent) == 12
     assert len([group for group, _ in itertools.groupby(sent)]) == 2, sent
+
+
+# -- each task asked once, however runs overlap ----------------------------------------------
+
+
+def _routed_chats(lake: Lake, day: str, count: int, materialize_assets) -> dict[str, int]:
+    """Land and route ``count`` chats; each one's prompt, to be asked exactly once."""
+    chats = _chats(day, count)
+    LandingZone(lake).append(chats, partition=day)
+    materialize_assets(["raw_llm_events", "routed_tasks"])
+    return {_prompt(chat): 1 for chat in chats}
+
+
+def _realtime_pass(lake: Lake, url: str, day: str) -> Callable[[], int]:
+    """A real-time pass over the day through the SDK at ``url``: what a run's step does.
+
+    Built inside the caller (a forked child, say), so no HTTP connection is shared.
+    """
+
+    def answer() -> int:
+        provider = AnthropicResource(base_url=url).provider()
+        return realtime.answer_partition(lake, provider, day, default_price_table(), 2).answered
+
+    return answer
+
+
+def _terminal_rows(lake: Lake, day: str) -> collections.Counter[str]:
+    """How many result and dead-letter rows each task has."""
+    results = lake.read_table(lake.files(RESULTS, day, ".parquet"), ["task_id"], RESULTS_SCHEMA)
+    dead = lake.read_table(
+        lake.files(DEAD_LETTER, day, ".parquet"), ["task_id"], DEAD_LETTER_SCHEMA
+    )
+    return collections.Counter(results["task_id"].to_pylist() + dead["task_id"].to_pylist())
+
+
+def test_a_pass_started_while_another_is_midway_asks_no_task_again(
+    lake: Lake,
+    day: str,
+    materialize_assets,
+    http_emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: two overlapping runs of a day each called the API for every real-time task
+    neither had answered when it started (413 tasks, 826 calls)."""
+    url, _, observer = _watched_emulator(http_emulator)
+    once = _routed_chats(lake, day, 12, materialize_assets)
+    monkeypatch.setattr(realtime, "REALTIME_CHUNK", 4)  # three chunks; the child inherits it
+    answer = _realtime_pass(lake, url, day)
+    # A first pass (another process, as another run) stops once its first chunk is written,
+    # while a second pass runs from start to end.
+    with (
+        paused_at(answer, "realtime.after_chunk", tmp_path / "gate") as first,
+        contextlib.suppress(LeaseHeld),
+    ):
+        answer()
+    assert first.wait().value == 12, "the first pass answered every task"
+    assert observer.asked == once, "every task asked exactly once"
+    assert _terminal_rows(lake, day) == {f"chat-{n}": 1 for n in range(12)}
+
+
+@pytest.mark.parametrize(
+    ("point", "answered_before", "asked_again"),
+    [
+        # Killed once its second chunk was written: the retry asks only the third.
+        ("realtime.after_chunk", 8, 0),
+        # Killed with its second chunk's answers received, none written: they are asked
+        # again (the documented exception), and nothing else is.
+        ("realtime.after_calls", 4, 4),
+    ],
+)
+def test_a_run_retried_after_a_crash_mid_pass_asks_only_what_was_not_recorded(
+    point: str,
+    answered_before: int,
+    asked_again: int,
+    lake: Lake,
+    day: str,
+    materialize_assets,
+    http_emulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, _, observer = _watched_emulator(http_emulator)
+    once = _routed_chats(lake, day, 12, materialize_assets)
+    monkeypatch.setattr(realtime, "REALTIME_CHUNK", 4)
+    assert run_in_child(_realtime_pass(lake, url, day), crash_at=f"{point}:2").crashed
+    before_crash = set(observer.asked)
+
+    # The crashed run left its lease behind; its process is gone, so the retry takes it.
+    anthropic = AnthropicResource(base_url=url)
+    retry = materialize_assets(["realtime_results"], resources_override={"anthropic": anthropic})
+    metadata = retry.asset_materializations_for_node("realtime_results")[0].metadata
+    assert metadata["already_answered"].value == answered_before
+    assert metadata["answered"].value == 12 - answered_before
+
+    assert set(observer.asked) == set(once)
+    twice = {prompt for prompt, n in observer.asked.items() if n > 1}
+    assert len(twice) == asked_again and twice <= before_crash
+    assert max(observer.asked.values()) <= 2
+    assert _terminal_rows(lake, day) == {f"chat-{n}": 1 for n in range(12)}
+
+
+def test_a_run_finding_the_real_time_lease_held_fails_and_asks_nothing(
+    lake: Lake, day: str, materialize_assets, http_emulator
+) -> None:
+    url, _, observer = _watched_emulator(http_emulator)
+    once = _routed_chats(lake, day, 6, materialize_assets)
+    anthropic = AnthropicResource(base_url=url)
+    with partition_lease(lake, day, owner="run other-run", purpose="realtime", kind=REALTIME_LEASE):
+        held = materialize_assets(
+            ["realtime_results"], resources_override={"anthropic": anthropic}, expect_success=False
+        )
+    assert not held.success
+    [failure] = [event for event in held.all_events if event.is_step_failure]
+    message = str(failure.step_failure_data.error)
+    assert f"partition {day} is being answered in real time by run other-run" in message
+    assert observer.calls == 0, "nothing asked while another run holds the lease"
+
+    # Run again once the holder is done: everything is answered, once. Submission's lease
+    # (held by another run meanwhile) is no obstacle: it covers the other route.
+    with partition_lease(
+        lake, day, owner="run submitting", purpose="submit", kind=SUBMISSION_LEASE
+    ):
+        again = materialize_assets(
+            ["realtime_results"], resources_override={"anthropic": anthropic}
+        )
+    metadata = again.asset_materializations_for_node("realtime_results")[0].metadata
+    assert metadata["answered"].value == 6
+    assert observer.asked == once
+
+
+class _TakenOverAfterFirstCall:
+    """A provider whose real-time lease another run takes over once one call is answered
+    (as after an expiry: a newer generation appears)."""
+
+    def __init__(self, provider: Any, lake: Lake, day: str) -> None:
+        self.provider, self.lake, self.day = provider, lake, day
+
+    def create_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        answer = self.provider.create_message(params)
+        ours = current_lease(self.lake, self.day, REALTIME_LEASE)
+        assert ours is not None
+        theirs = ours.model_copy(update={"generation": ours.generation + 1, "owner": "run b"})
+        path = f"{lease_dir(self.lake, self.day, REALTIME_LEASE)}/g{theirs.generation:012d}.json"
+        self.lake.write_json(path, theirs.model_dump(mode="json"))
+        return answer
+
+
+def test_a_pass_that_lost_its_lease_asks_nothing_more(
+    lake: Lake, day: str, materialize_assets, http_emulator
+) -> None:
+    url, _, observer = _watched_emulator(http_emulator)
+    _routed_chats(lake, day, 6, materialize_assets)
+    provider = _TakenOverAfterFirstCall(AnthropicResource(base_url=url).provider(), lake, day)
+    with pytest.raises(LeaseLost, match=r"real-time lease .* was taken over"):
+        realtime.answer_partition(lake, provider, day, default_price_table(), 1)
+    assert observer.calls == 1, "no call after the takeover"
+    # The answer in hand is not written: the new holder may be writing the same chunk.
+    assert _terminal_rows(lake, day) == {}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import collections
-import fcntl
 import os
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
-from llm_pipelines.crashpoints import CRASH_EXIT_CODE, Child, run_in_child
+from llm_pipelines.crashpoints import CRASH_EXIT_CODE, paused_at, run_in_child
 from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
@@ -22,6 +20,7 @@ from llm_pipelines.routing.route import TASKS_FILE
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
 from llm_pipelines.storage.datasets import BATCHES, TASKS, utcnow
 from llm_pipelines.storage.lease import (
+    REALTIME_LEASE,
     LeaseHeld,
     LeaseLost,
     LeaseRecord,
@@ -108,6 +107,24 @@ def test_a_holder_that_was_taken_over_stops_before_acting(lake: Lake) -> None:
             lease.check()
 
 
+def test_the_real_time_lease_is_apart_from_the_submission_lease(lake: Lake) -> None:
+    """One run's submission and real-time steps run side by side; each lease has one holder."""
+
+    def answer(owner: str):
+        return partition_lease(lake, DAY, owner=owner, purpose="test", kind=REALTIME_LEASE)
+
+    with _take(lake, "run submitting") as submitting, answer("run answering") as answering:
+        submitting.check()
+        answering.check()
+        late = pytest.raises(LeaseHeld, match="is being answered in real time by run answering")
+        with late, answer("run late"):
+            pass
+        with pytest.raises(LeaseHeld, match="is being submitted by run submitting"), _take(lake):
+            pass
+    assert current_lease(lake, DAY).owner == "run submitting"
+    assert current_lease(lake, DAY, REALTIME_LEASE).owner == "run answering"
+
+
 def test_two_materializations_at_once_submit_each_task_once(
     tmp_path: Path, day: str, disk_instance: dg.DagsterInstance, fault_resources
 ) -> None:
@@ -129,15 +146,7 @@ def test_two_materializations_at_once_submit_each_task_once(
         ).success
 
     # The first materialization stops right after its first intent, holding the lease...
-    gate = tmp_path / "gate"
-    gate.touch()
-    with open(gate) as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        first = Child(materialize, hold_at=f"submit.after_intent:{gate}")
-        deadline = time.monotonic() + 60
-        while not Path(f"{gate}.reached").exists():
-            assert time.monotonic() < deadline, "the first run never reached its intent"
-            time.sleep(0.05)
+    with paused_at(materialize, "submit.after_intent", tmp_path / "gate") as first:
         # ...while a second one runs from start to end: it must not submit anything.
         second = submit.execute_in_process(
             partition_key=day, instance=disk_instance, raise_on_error=False
@@ -145,7 +154,6 @@ def test_two_materializations_at_once_submit_each_task_once(
         assert not second.success
         [failure] = [e for e in second.all_events if e.is_step_failure]
         assert "is being submitted by run" in str(failure.step_failure_data.error)
-        fcntl.flock(held, fcntl.LOCK_UN)
     assert first.wait().value is True
 
     manifests = read_manifests(lake, day)
