@@ -79,7 +79,7 @@ from llm_pipelines.storage.datasets import (
     TASKS_SCHEMA,
     utcnow,
 )
-from llm_pipelines.tasks import LLMTask, canonical_json
+from llm_pipelines.tasks import LLMTask, canonical_json, prompt_chars
 
 DAY = "2026-11-23"
 WARM_UP_TASKS = 2_000
@@ -400,7 +400,9 @@ def baseline_ingest(lake: Lake, out: Path, now: datetime) -> dict[str, int]:
                         task = LLMTask.model_validate_json(line)
                     except ValidationError:
                         continue
-                    if task.model not in prices.models:
+                    if task.request_problem() is not None:
+                        continue
+                    if not prices.knows(task.model):
                         continue
                     params = task.request_params()
                     request = canonical_json(params)
@@ -413,14 +415,11 @@ def baseline_ingest(lake: Lake, out: Path, now: datetime) -> dict[str, int]:
                             "task_id": task_id,
                             "task_type": task.task_type,
                             "model": task.model,
-                            "max_tokens": task.max_tokens,
+                            "max_tokens": params["max_tokens"],
                             "priority": task.priority,
                             "deadline": task.deadline,
                             "requires_realtime": task.requires_realtime,
-                            "prompt_chars": sum(
-                                len(m.content) for m in task.messages if isinstance(m.content, str)
-                            )
-                            + (len(task.system) if isinstance(task.system, str) else 0),
+                            "prompt_chars": prompt_chars(params),
                             "request": request.decode(),
                             "metadata": json.dumps(task.metadata) if task.metadata else None,
                             "source": f"{name}:{number}",
@@ -475,6 +474,7 @@ def baseline_ingest(lake: Lake, out: Path, now: datetime) -> dict[str, int]:
                         "route": route,
                         "rule": rule,
                         "requested_model": row["model"],
+                        "model_rule": "requested" if model == row["model"] else "right_sized",
                         "prefix_key": prefix,
                         "est_cost_usd": estimate,
                     }

@@ -64,7 +64,7 @@ def test_report_totals_levers_and_slices_match_the_result_rows(
     assert meta["cost_usd_route_realtime"] == pytest.approx(
         route_sum("realtime", "cost_usd"), abs=1e-5
     )
-    for key in ("cost_usd_model_claude-haiku-4-5", "cost_usd_task_type_ticket_triage"):
+    for key in ("cost_usd_model_claude-haiku-5-5", "cost_usd_task_type_ticket_triage"):
         assert isinstance(meta[key], float)
     assert 0 < meta["cache_read_share_pct"] < 100
     markdown = str(meta["report"])

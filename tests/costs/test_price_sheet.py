@@ -300,9 +300,9 @@ def test_a_broken_deployment_sheet_fails_the_run_with_its_message(
 
 def test_a_policy_mapping_to_a_model_the_resource_sheet_lacks_is_refused(tmp_path: Path) -> None:
     raw = _shipped_raw()
-    del raw["models"]["claude-haiku-4-5"]
-    sheet = _write(tmp_path, raw, "no-haiku-4-5.yaml")
+    del raw["models"]["claude-haiku-5-5"]
+    sheet = _write(tmp_path, raw, "no-haiku-5-5.yaml")
     resource = CostPolicyResource(routing_policy_path=None, price_sheet_path=str(sheet))
-    # The shipped policy right-sizes to claude-haiku-4-5, which this sheet does not price.
-    with pytest.raises(ValueError, match=r"model 'claude-haiku-4-5' is not in the price table"):
+    # The shipped policy right-sizes to claude-haiku-5-5, which this sheet does not price.
+    with pytest.raises(ValueError, match=r"model 'claude-haiku-5-5' is not in the price table"):
         resource.routing_policy()

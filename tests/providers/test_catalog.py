@@ -117,3 +117,32 @@ def test_intake_refuses_retired_models_by_policy_and_leaves_out_unpriced_ones(tm
     assert lake.read_table(lake.files(EVENTS, day))["model"].to_pylist() == ["claude-sonnet-5-5"]
     dead = lake.read_table(lake.files(DEAD_LETTER, day), schema=DEAD_LETTER_SCHEMA)
     assert dead["reason"].to_pylist() == [refuse["claude-sonnet-4-5"]]
+
+
+def test_the_catalog_asset_reads_the_models_api_and_reports_lifecycle_changes(
+    resources, tmp_path
+) -> None:
+    """Through Dagster and the SDK against the emulator's Models API: retired models are
+    listed too (they are only when asked for), and a change since the last refresh warns."""
+    import dagster as dg
+
+    from llm_pipelines.assets.catalog import model_catalog
+
+    lake = resources["lake"].lake()
+    stale = ModelCatalog.from_listing(
+        [{"id": "claude-sonnet-4-5-20250929", "lifecycle": "active", "line": "sonnet"}],
+        source="old",
+    )
+    stale.save(lake)
+    result = dg.materialize([model_catalog], resources=resources)
+    metadata = result.asset_materializations_for_node("model_catalog")[0].metadata
+    catalog = ModelCatalog.load(lake)
+    assert catalog is not None and catalog.source == "emulator-in-process"
+    assert metadata["models"].value == len(catalog.models)
+    assert metadata["retired"].value >= 1 and metadata["active"].value >= 3
+    assert catalog.resolve("claude-sonnet-4-5").lifecycle == "retired"
+    assert catalog.resolve("claude-haiku-5-5").lifecycle == "active"
+    assert catalog.resolve("claude-haiku-5-5").max_tokens
+    assert "claude-sonnet-4-5-20250929: active → retired" in metadata["lifecycle_changes"].value
+    # The sonnet line's newest active model takes a retired Sonnet's work.
+    assert catalog.successor("claude-sonnet-4-5") == "claude-sonnet-5-5"

@@ -112,7 +112,10 @@ RICH: dict[str, Any] = {
 def test_everything_the_sdk_types_accept_is_accepted() -> None:
     assert request_problem(plain()) is None
     assert request_problem(RICH) is None
-    assert request_problem(plain(stream=True)) is None  # a /v1/messages body may stream
+    assert contracts().message.problem(plain(stream=True)) is None  # a /v1/messages body may
+    assert request_problem(plain(stream=True)) == (  # ... but a batch request cannot stream
+        "stream: a batch request cannot stream; drop it or set it false"
+    )
     assert request_problem(plain(max_tokens=0)) is None  # documented: only fills the cache
     for choice in ({"type": "auto"}, {"type": "none"}, {"type": "tool", "name": "lookup"}):
         assert request_problem({**RICH, "tool_choice": choice}) is None

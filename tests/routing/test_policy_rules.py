@@ -225,7 +225,7 @@ def test_shipped_policy_downshifts_bulk_work_and_keeps_the_requested_model(
             strict=True,
         )
     )
-    assert ("ticket_triage", "claude-sonnet-5-5", "claude-haiku-4-5") in pairs
+    assert ("ticket_triage", "claude-sonnet-5-5", "claude-haiku-5-5") in pairs
     assert ("offline_eval", "claude-sonnet-5-5", "claude-sonnet-5-5") in pairs
     assert ("chat_reply", "claude-sonnet-5-5", "claude-sonnet-5-5") in pairs
 
