@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import random
 import sys
 import tempfile
@@ -37,20 +38,27 @@ from typing import Any
 import dagster as dg
 import pyarrow.compute as pc
 
-from llm_pipelines.crashpoints import run_in_child
+import llm_pipelines.intake as intake
+from llm_pipelines.crashpoints import paused_at, run_in_child
 from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
+from llm_pipelines.dispatch import realtime
 from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
 from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.sensors import daemon
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
-from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA, RETRIES
+from llm_pipelines.storage.datasets import LANDING, ORPHANS, RESULTS, RESULTS_SCHEMA, RETRIES
 from llm_pipelines.storage.scratch import scratch_dir
 
 CRASH_POINTS: dict[str, list[str]] = {
-    "daily_batch_cycle": ["submit.after_intent", "submit.after_create"],
+    "daily_batch_cycle": [
+        "submit.after_intent",
+        "submit.after_create",
+        "realtime.after_calls",
+        "realtime.after_chunk",
+    ],
     "resubmit_batch_retries": ["submit.after_intent", "submit.after_create"],
     "collect_batch_results": ["collect.after_read", "collect.after_results"],
     "cancel_batches": ["cancel.after_cancel"],
@@ -75,6 +83,8 @@ class Chaos:
     runs: collections.Counter[str] = field(default_factory=collections.Counter)
     failed_runs: int = 0
     cancels: int = 0
+    overlaps: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Runs of a day started while another run of it was held mid-way, by where it was."""
 
     @property
     def lake(self) -> Lake:
@@ -98,6 +108,13 @@ class Chaos:
 
     def job(self, name: str, partition: str, run_config: dict[str, Any] | None = None) -> bool:
         """Execute a job for a partition in a child; whether it succeeded."""
+        ok = bool(self.child(name, self._execution(name, partition, run_config)))
+        self.failed_runs += not ok
+        return ok
+
+    def _execution(
+        self, name: str, partition: str, run_config: dict[str, Any] | None = None
+    ) -> Callable[[], bool]:
         job = self.defs.resolve_job_def(name)
         self.runs[name] += 1
 
@@ -109,9 +126,25 @@ class Chaos:
                 raise_on_error=False,
             ).success
 
-        ok = bool(self.child(name, execute))
+        return execute
+
+    def overlapping_cycles(self, day: str, gate: Path) -> None:
+        """Two runs of a day's cycle at once, as a manual launch beside the schedule makes:
+        the first is held mid-way (after real-time calls, or after a batch intent), while a
+        second runs (and may be killed); then the first goes on. Each provider call must
+        still be made once: the leases let one run do each part, the other fails and is
+        retried as Dagster would."""
+        point = self.rng.choice(["realtime.after_calls", "submit.after_intent"])
+        first = self._execution("daily_batch_cycle", day)
+        try:
+            with paused_at(first, point, gate, quiet=not self.verbose) as held:
+                self.overlaps[point] += 1
+                self.job("daily_batch_cycle", day)
+            ok = bool(held.wait().value)
+        except RuntimeError:  # the first run never got there (nothing of that kind to do)
+            return
         self.failed_runs += not ok
-        return ok
+        daemon.fail_dead_runs(self.instance, "a run of the overlap ended without its status")
 
     def tick(self, cursor: str | None) -> tuple[str | None, list[dg.RunRequest] | None]:
         """One sensor evaluation in a child: the new cursor and the runs to launch.
@@ -153,13 +186,17 @@ class Chaos:
                 self.job("cancel_batches", day)
         return ledger
 
-    def run_day(self, day: str, tasks: int, seed: int) -> Ledger:
-        """Land a day, run it through faults and kills until it settles; replay once."""
-        LandingZone(self.lake).append(
+    def run_day(self, day: str, tasks: int, seed: int, gate: Path) -> Ledger:
+        """Land a day, run it through faults, kills and overlapping runs until it settles;
+        replay once."""
+        landing = LandingZone(self.lake)
+        landing.append(
             generate_tasks(day, tasks, seed=seed, invalid_share=0.01, duplicate_share=0.02),
             partition=day,
             flush_id=f"chaos-{seed}",
         )
+        landing.append(large_bad_lines(seed), partition=day, flush_id=f"chaos-bad-{seed}")
+        self.overlapping_cycles(day, gate)
         for _ in range(10):  # run retries of the daily cycle, as Dagster's would
             if self.job("daily_batch_cycle", day):
                 break
@@ -171,6 +208,26 @@ class Chaos:
             ):
                 break
         return self.settle(day)
+
+
+LARGE_BAD_LINES = 12
+"""Invalid landing lines of about 100 KB each per day: past the intake worker's pipe buffer
+(64 KB), so its answers arrive in many reads (a crash once, see issue 20)."""
+
+
+def large_bad_lines(seed: int) -> list[dict[str, Any]]:
+    """Large invalid tasks: a 2025 producer still sending temperature, with a long prompt."""
+    return [
+        {
+            "task_id": f"bad-{seed}-{n}",
+            "task_type": "ticket_triage",
+            "model": "claude-haiku-5-5",
+            "max_tokens": 100,
+            "temperature": 0.2,
+            "messages": [{"role": "user", "content": "ticket text " * 8_500}],
+        }
+        for n in range(LARGE_BAD_LINES)
+    ]
 
 
 def duplicate_results(lake: Lake, day: str) -> int:
@@ -210,6 +267,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="where the lake, emulator and instance live")
     parser.add_argument("--start", default="2026-03-01", help="first simulated day")
     parser.add_argument("--verbose", action="store_true", help="show the runs' Dagster logs")
+    parser.add_argument(
+        "--piece-bytes",
+        type=int,
+        default=16 * 1024,
+        help="intake's piece size: small, so a small day is parsed beside the intake worker "
+        "process (forced on) as a large day is",
+    )
     return parser.parse_args(argv)
 
 
@@ -217,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; print progress and the summary (last line JSON); return it."""
     args = parse_args(argv)
     started = time.monotonic()
+    intake.PIECE_BYTES = args.piece_bytes  # the runs are forked children: they inherit it
+    os.environ[intake.WORKERS_VARIABLE] = "1"
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="llm-pipelines-chaos-"))
     emulator_dir = workdir / "emulator"
     resources = {
@@ -235,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scratch_dir("chaos-dagster-") as home,
         daemon.disk_instance(home) as instance,
     ):
+        gate = Path(home) / "overlap.gate"
         chaos = Chaos(
             resources=resources,
             defs=build_definitions(resources),
@@ -245,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             verbose=args.verbose,
         )
         for number, day in enumerate(days):
-            ledgers[day] = chaos.run_day(day, args.tasks_per_day, args.seed * 1_000 + number)
+            ledgers[day] = chaos.run_day(day, args.tasks_per_day, args.seed * 1_000 + number, gate)
             ledger = ledgers[day]
             print(
                 f"{day}: {ledger.valid:,} tasks, {ledger.succeeded:,} answered, "
@@ -272,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if (by_key.get(r["intent_key"]) == r["provider_batch_id"]) == (r["action"] == "adopted")
     }
     extra_sends = duplicate_sends(lake, emulator, days)
+    answered = emulator.answered_messages()
     faults = emulator.fault_totals()
     summary: dict[str, Any] = {
         "days": args.days,
@@ -286,6 +354,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Requests the provider was sent beyond one per attempt the lake records.
         "duplicate_requests": sum(extra_sends.values()),
         "tasks_sent_twice": len(extra_sends),
+        # Real-time calls answered (so paid) more than once for the same request: beyond the
+        # documented repeat (a run killed after a chunk's calls, before its results file),
+        # none. SDK retries of a 429/5xx are not answered calls.
+        "realtime_calls": sum(answered.values()),
+        "realtime_requests_answered_twice": sum(1 for n in answered.values() if n > 1),
+        "realtime_repeats_allowed": chaos.crashes["realtime.after_calls"] * realtime.REALTIME_CHUNK,
+        "overlapping_runs": sum(chaos.overlaps.values()),
+        "overlaps_by_point": dict(sorted(chaos.overlaps.items())),
+        "intake_pieces_per_day": len(
+            intake.plan_pieces(lake, lake.files(LANDING, days[0], ".jsonl"))
+        ),
         "dead_lettered": sum(
             ledger.dead_lettered + ledger.intake_rejected for ledger in ledgers.values()
         ),

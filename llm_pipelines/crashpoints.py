@@ -158,7 +158,12 @@ def run_in_child(
 
 @contextlib.contextmanager
 def paused_at(
-    fn: Callable[[], Any], point: str, gate: Path, *, patience_s: float = 120.0
+    fn: Callable[[], Any],
+    point: str,
+    gate: Path,
+    *,
+    patience_s: float = 120.0,
+    quiet: bool = False,
 ) -> Iterator[Child]:
     """Run ``fn`` in a child held at ``point`` (its first hit) while the block runs.
 
@@ -172,7 +177,7 @@ def paused_at(
     with open(gate) as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         try:
-            child = Child(fn, hold_at=f"{point}:{gate}")
+            child = Child(fn, hold_at=f"{point}:{gate}", quiet=quiet)
             deadline = time.monotonic() + patience_s
             while not reached.exists():
                 if not child.running(0.05):

@@ -161,6 +161,7 @@ class EmulatorApp:
                 )
             except RequestRefused as error:
                 raise ApiError(error.status, str(error)) from None
+        self.store.record_answered_message(body)
         if message.get("stream"):
             return Response(stream_events(reply), status=200, content_type="text/event-stream")
         return json_response(reply)

@@ -7,7 +7,9 @@ the daemon and run workers can share one emulator without a server.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import os
 import random
 import secrets
@@ -158,6 +160,7 @@ class EmulatorStore:
         self._cache_lock = FileLock(str(self.root / "prompt_cache.lock"))
         self._clock_path = self.root / "clock.json"
         self._fault_log = self.root / "faults.jsonl"
+        self._answered_log = self.root / "answered_messages.log"
         self._fault_streams = self.root / "fault_streams.json"
 
     # -- clock -------------------------------------------------------------------------------
@@ -198,6 +201,21 @@ class EmulatorStore:
             # One short O_APPEND write per call: lines from concurrent processes never mix.
             with open(self._fault_log, "ab") as log:
                 log.write(orjson.dumps({"kind": kind, "n": count}) + b"\n")
+
+    def record_answered_message(self, body: dict[str, Any]) -> None:
+        """Note a ``/v1/messages`` call that was answered (and so billed), by a digest of its
+        body: the same request answered twice is a call paid twice."""
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        with open(self._answered_log, "ab") as log:  # one short O_APPEND write, as above
+            log.write(digest[:32].encode() + b"\n")
+
+    def answered_messages(self) -> collections.Counter[str]:
+        """How often each distinct ``/v1/messages`` request was answered, over every process."""
+        try:
+            with open(self._answered_log, "rb") as log:
+                return collections.Counter(line.strip().decode() for line in log if line.strip())
+        except FileNotFoundError:
+            return collections.Counter()
 
     def fault_totals(self) -> dict[str, int]:
         """Injected faults so far, by kind (``http_429``, ``errored_overloaded_error``, ...)."""
