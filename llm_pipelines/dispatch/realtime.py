@@ -140,6 +140,11 @@ def _call(provider: BatchProvider, request: str) -> _Answer:
         return None, f"{error.status_code} {type(error).__name__}: {error.message}"
     except anthropic.APIConnectionError as error:
         return None, f"connection failed after retries: {error}"
+    except TypeError as error:
+        # A request routed before intake checked requests against the SDK's types (one with
+        # temperature, say): the SDK refuses it before any call. One dead letter, not a
+        # crashed chunk.
+        return None, f"the installed anthropic SDK refuses this request: {error}"
 
 
 def cache_waves(prefix_keys: list[str | None]) -> list[list[int]]:

@@ -397,3 +397,25 @@ def test_a_pass_that_lost_its_lease_asks_nothing_more(
     assert observer.calls == 1, "no call after the takeover"
     # The answer in hand is not written: the new holder may be writing the same chunk.
     assert _terminal_rows(lake, day) == {}
+
+
+def test_a_request_the_sdk_refuses_is_a_dead_letter_not_a_crashed_chunk(tmp_path) -> None:
+    """Tasks routed before intake checked requests against the SDK's types may still hold
+    temperature: ``messages.create`` raises TypeError before any call is made."""
+    from llm_pipelines.emulator import EmulatorConfig, in_process_client
+    from llm_pipelines.providers import AnthropicProvider
+
+    provider = AnthropicProvider(in_process_client(EmulatorConfig(state_dir=str(tmp_path))))
+    good = {
+        "model": "claude-haiku-5-5",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    message, reason = realtime._call(provider, orjson.dumps(good).decode())
+    assert message is not None and reason is None
+    message, reason = realtime._call(provider, orjson.dumps({**good, "temperature": 0.3}).decode())
+    assert message is None
+    assert reason is not None and reason.startswith(
+        "the installed anthropic SDK refuses this request"
+    )
+    assert "temperature" in reason
