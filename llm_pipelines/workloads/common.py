@@ -510,15 +510,10 @@ def parse_answer(text: str | None, model: type[Model]) -> tuple[Model | None, st
         return None, f"{where}: {first['msg']}"
 
 
-def schema_instruction(model: type[BaseModel]) -> str:
-    """The instruction that asks for JSON following ``model``'s JSON Schema.
-
-    Real models honour it; the emulator answers such prompts with schema-valid JSON.
-    """
-    schema = orjson.dumps(model.model_json_schema()).decode()
-    return (
-        f"Return one JSON object and nothing else, following this JSON schema exactly:\n{schema}\n"
-    )
+def json_output(model: type[BaseModel]) -> dict[str, Any]:
+    """``output_config`` asking the Messages API for JSON that follows ``model``'s JSON Schema
+    (structured outputs): the answer is that JSON, with no schema pasted into the prompt."""
+    return {"format": {"type": "json_schema", "schema": model.model_json_schema()}}
 
 
 # -- the consumer's sensor -----------------------------------------------------------------------

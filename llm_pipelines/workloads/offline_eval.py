@@ -35,6 +35,7 @@ from llm_pipelines.workloads.common import (
     cost_metadata,
     count_by,
     coverage_check,
+    json_output,
     land_tasks,
     outcomes_for,
     parse_answer,
@@ -42,7 +43,6 @@ from llm_pipelines.workloads.common import (
     read_table,
     results_sensor,
     run_key,
-    schema_instruction,
     stable_digest,
     workload_jobs,
     workload_metadata,
@@ -97,7 +97,8 @@ def answer_system_prompt() -> str:
 
 @cache
 def judge_system_prompt() -> str:
-    """The judge's rubric, the handbook it grades against, and the verdict's JSON Schema."""
+    """The judge's rubric and the handbook it grades against (the verdict's form is the
+    request's structured output format)."""
     return (
         "You are an exacting evaluator of a customer assistant's answers. You see a customer's "
         "question, the reference answer written by the policy team, and a candidate answer. "
@@ -105,7 +106,7 @@ def judge_system_prompt() -> str:
         "outcome as the reference, using the handbook below as the source of truth. Do not "
         "reward length, politeness or style. A candidate that adds a fact the handbook does "
         "not support scores at most 4. You do not know which model wrote the candidate.\n\n"
-        f"{answer_system_prompt()}\n## Verdict format\n\n{schema_instruction(JudgeVerdict)}"
+        f"{answer_system_prompt()}"
     )
 
 
@@ -231,6 +232,7 @@ def eval_judge_tasks(
                     task_type=JUDGE_TASK_TYPE,
                     model=config.judge_model,
                     system=judge_system_prompt(),
+                    output_config=json_output(JudgeVerdict),
                     messages=[ChatMessage(role="user", content=judge_prompt(row))],
                     max_tokens=config.max_tokens,
                     metadata=workload_metadata(WORKLOAD, row["answer_key"], round="judge"),

@@ -2,7 +2,8 @@
 → a per-ticket triage table → a daily insights table (counts by category, sentiment, urgency
 and top issues).
 
-The answer is JSON following a schema given in the prompt; the consumer validates it with the
+The answer is asked for as a structured output (``output_config.format``: the JSON Schema of
+:class:`TicketTriage`), not a schema pasted in the prompt; the consumer validates it with the
 same pydantic model, and an answer that does not parse is kept and reported as ``unparsed``,
 never dropped and never a crash.
 """
@@ -30,6 +31,7 @@ from llm_pipelines.workloads.common import (
     cost_metadata,
     count_by,
     coverage_check,
+    json_output,
     land_source_rows,
     outcomes_for,
     parse_answer,
@@ -37,7 +39,6 @@ from llm_pipelines.workloads.common import (
     read_table,
     replace_column,
     results_sensor,
-    schema_instruction,
     when_settled,
     workload_jobs,
     workload_metadata,
@@ -67,7 +68,7 @@ IssueLabel = Literal[tuple(ISSUES)]  # type: ignore[valid-type]
 
 
 class TicketTriage(BaseModel):
-    """The structured answer of one triage task; its JSON Schema goes into the prompt."""
+    """The structured answer of one triage task, asked for as a structured output."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,7 +107,8 @@ def ticket_prompt(ticket: dict[str, Any]) -> str:
 
 @cache
 def system_prompt() -> str:
-    """The shared prefix: triage guide, the answer's JSON Schema, labelled examples."""
+    """The shared prefix: triage guide and labelled examples (the answer's form is the
+    request's structured output format, not prompt text)."""
     examples = []
     for example in example_tickets(FEW_SHOT_EXAMPLES):
         order = re.search(r"NW-\d{8}", example.row["body"])
@@ -118,9 +120,8 @@ def system_prompt() -> str:
             summary=f"{example.issue.capitalize()}" + (f", order {order[0]}" if order else ""),
         )
         examples.append(f"{ticket_prompt(example.row)}\n\nAnswer:\n{answer.model_dump_json()}")
-    return (
-        f"{bundled_text('support_triage_guide.md')}\n## Answer format\n\n"
-        f"{schema_instruction(TicketTriage)}\n## Labelled examples\n\n" + "\n\n".join(examples)
+    return f"{bundled_text('support_triage_guide.md')}\n## Labelled examples\n\n" + "\n\n".join(
+        examples
     )
 
 
@@ -133,6 +134,7 @@ def triage_task(ticket: dict[str, Any], partition: str, config: TriageTasksConfi
         system=system_prompt(),
         messages=[ChatMessage(role="user", content=ticket_prompt(ticket))],
         max_tokens=config.max_tokens,
+        output_config=json_output(TicketTriage),
         metadata=workload_metadata(WORKLOAD, ticket["ticket_id"], day=partition),
     )
 
