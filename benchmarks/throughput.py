@@ -17,9 +17,10 @@ row, one JSON document per batch body; iterating the SDK's typed
 ``MessageBatchIndividualResponse`` objects (``client.messages.batches.results()``).
 
 Tasks are realistic: prompts of 200-6,000 characters, most behind one of a few shared system
-prompts, the task mix of a nightly platform partition, ~0.5% invalid lines and ~1% producer
-repeats. Result lines have the API's shape (text, usage with cache split, errored, expired and
-canceled requests); they are generated, then replayed by the emulator as ended batches.
+prompts, the task mix of a nightly platform partition, 20% carrying tools, an image or a text
+document (:data:`RICH_SHARE`), ~0.5% invalid lines and ~1% producer repeats. Result lines
+have the API's shape (text, usage with cache split, errored, expired and canceled requests);
+they are generated, then replayed by the emulator as ended batches.
 
 The partition is landed by a child process, as producers land it: what is measured starts
 in a process that has not just generated gigabytes of JSON. Peak RSS is sampled (every few
@@ -33,6 +34,7 @@ is JSON.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -130,6 +132,9 @@ def realistic_tasks(count: int, seed: int, corpus: Corpus) -> Iterator[dict[str,
                 task["system"] = system
                 prompt -= len(system)
         task["messages"] = [{"role": "user", "content": corpus.slice(rng, prompt)}]
+        rich = rng.random()
+        if rich < RICH_SHARE:
+            _enrich(task, rich / RICH_SHARE, rng)
         if rng.random() < 0.3:
             task["metadata"] = {"producer": "benchmark", "seq": str(index)}
         if task_type == "agent_assist":
@@ -140,6 +145,46 @@ def realistic_tasks(count: int, seed: int, corpus: Corpus) -> Iterator[dict[str,
         else:
             recent[rng.randrange(64)] = task
         yield task
+
+
+RICH_SHARE = 0.2
+"""Tasks carrying more than text (issue 15's mix): tools, an image or a document."""
+_PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000400000003008060000006b8e1a"
+        "6c0000000d49444154789c6360000000000005000157a2b4e60000000049454e44ae426082"
+    )
+).decode()
+_LOOKUP_TOOL = {
+    "name": "lookup_order",
+    "description": "Look an order up by its number.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "include_items": {"type": "boolean"}},
+        "required": ["order_id"],
+    },
+}
+
+
+def _enrich(task: dict[str, Any], which: float, rng: random.Random) -> None:
+    """Give a text task tools (40%), an image (30%) or a text document (30%)."""
+    text = task["messages"][0]["content"]
+    if which < 0.4:
+        task["tools"] = [_LOOKUP_TOOL]
+        task["tool_choice"] = {"type": "auto"}
+    elif which < 0.7:
+        image = {"type": "base64", "media_type": "image/png", "data": _PNG}
+        task["messages"][0]["content"] = [
+            {"type": "image", "source": image},
+            {"type": "text", "text": text},
+        ]
+    else:
+        half = max(1, len(text) // 2)
+        document = {"type": "text", "media_type": "text/plain", "data": text[:half]}
+        task["messages"][0]["content"] = [
+            {"type": "document", "source": document, "title": f"doc {rng.randrange(100)}"},
+            {"type": "text", "text": text[half:] or "Summarise it."},
+        ]
 
 
 def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) -> bytes:
