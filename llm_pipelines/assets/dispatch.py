@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from llm_pipelines.assets.intake import routed_tasks
-from llm_pipelines.assets.partitions import DAILY, OWNERS
+from llm_pipelines.assets.partitions import DAILY, OWNERS, run_owner
 from llm_pipelines.dispatch.collect import collect_batch, pending_manifests
 from llm_pipelines.dispatch.realtime import answer_partition
 from llm_pipelines.dispatch.retries import DEFAULT_MAX_ATTEMPTS
@@ -12,11 +12,6 @@ from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.reuse import resolve_reuse
 from llm_pipelines.storage.lease import LeaseHeld
-
-
-def run_owner(context: dg.OpExecutionContext) -> str:
-    """Who holds a partition lease: the Dagster run, readable in the error of a second run."""
-    return f"run {context.run_id}"
 
 
 @dg.asset(

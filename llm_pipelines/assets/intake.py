@@ -4,11 +4,17 @@ import dagster as dg
 
 from llm_pipelines.assets.catalog import current_catalog, model_catalog
 from llm_pipelines.assets.landing import LANDING_PRODUCERS
-from llm_pipelines.assets.partitions import DAILY, OWNERS
+from llm_pipelines.assets.partitions import DAILY, OWNERS, run_owner
 from llm_pipelines.intake import ingest_partition
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import route_partition
 from llm_pipelines.storage.datasets import utcnow
+from llm_pipelines.storage.lease import (
+    REALTIME_LEASE,
+    SUBMISSION_LEASE,
+    LeaseHeld,
+    partition_lease,
+)
 
 
 class RoutingConfig(dg.Config):
@@ -90,14 +96,36 @@ def routed_tasks(
     policy = cost_policy.routing_policy(config.policy_path or None)
     catalog = current_catalog(lake, anthropic)
     successors = catalog.retired_successors(policy.model_lifecycle.successors)
-    stats = route_partition(
-        lake.lake(),
-        context.partition_key,
-        policy,
-        prices,
-        utcnow(),
-        migrations={model: to for model, to in successors.items() if to},
-    )
+    # Both dispatch leases while the tasks file is rewritten: a real-time or submission pass
+    # of another run reads the routes once, under its lease, so re-routing in between could
+    # have one run answer a task real-time that another's new routes then send in a batch.
+    try:
+        with (
+            partition_lease(
+                lake.lake(),
+                context.partition_key,
+                owner=run_owner(context),
+                purpose="route",
+                kind=SUBMISSION_LEASE,
+            ),
+            partition_lease(
+                lake.lake(),
+                context.partition_key,
+                owner=run_owner(context),
+                purpose="route",
+                kind=REALTIME_LEASE,
+            ),
+        ):
+            stats = route_partition(
+                lake.lake(),
+                context.partition_key,
+                policy,
+                prices,
+                utcnow(),
+                migrations={model: to for model, to in successors.items() if to},
+            )
+    except LeaseHeld as held:
+        raise dg.Failure(description=f"not routed again while it is dispatched: {held}") from None
     deprecated = {}
     for model, count in stats.by_model.items():
         entry = catalog.resolve(model)

@@ -10,10 +10,9 @@ from llm_pipelines.assets.dispatch import (
     batch_submissions,
     realtime_results,
     reused_results,
-    run_owner,
 )
 from llm_pipelines.assets.intake import raw_llm_events, routed_tasks
-from llm_pipelines.assets.partitions import DAILY
+from llm_pipelines.assets.partitions import DAILY, run_owner
 from llm_pipelines.assets.report import llm_cost_report
 from llm_pipelines.dispatch.cancel import cancel_partition_batches
 from llm_pipelines.dispatch.retries import REPLAYABLE_STAGES, replay_dead_letters

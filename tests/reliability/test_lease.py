@@ -169,3 +169,38 @@ def test_two_materializations_at_once_submit_each_task_once(
     assert sorted(ids) == sorted(batch_ids), "every batch task submitted exactly once"
     emulator = EmulatorStore(EmulatorConfig(state_dir=resources["anthropic"].emulator_dir))
     assert set(emulator.list_batch_ids()) == {m.provider_batch_id for m in manifests}
+
+
+@pytest.mark.parametrize("held", ["realtime", "submission"])
+def test_a_day_is_not_routed_again_while_another_run_dispatches_it(
+    lake: Lake, held: str, materialize_assets
+) -> None:
+    """A run's real-time (or submission) pass reads the routes once, under its lease; were a
+    second run to route the day again meanwhile, a task could be answered real-time by one
+    run and sent in a batch by the other. Routing waits for neither: it fails, and says so;
+    with the lease free again it routes."""
+    LandingZone(lake).append(
+        [
+            {
+                "task_id": f"t{n}",
+                "task_type": "chat_reply",
+                "model": "claude-haiku-5-5",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": f"hello {n}"}],
+            }
+            for n in range(3)
+        ],
+        partition=DAY,
+    )
+    materialize_assets(["raw_llm_events"])
+    kind = {"realtime": REALTIME_LEASE, "submission": None}[held]
+    options = {"kind": kind} if kind is not None else {}
+    with partition_lease(lake, DAY, owner="run other", purpose="dispatch", **options):
+        result = materialize_assets(["routed_tasks"], expect_success=False)
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert "not routed again while it is dispatched" in str(failure.event_specific_data)
+        assert "run other" in str(failure.event_specific_data)
+        assert not lake.exists(lake.path(TASKS, DAY, TASKS_FILE))
+    assert materialize_assets(["routed_tasks"]).success
+    assert lake.exists(lake.path(TASKS, DAY, TASKS_FILE))
