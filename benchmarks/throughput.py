@@ -61,7 +61,7 @@ from llm_pipelines.costs import default_price_table
 from llm_pipelines.demo.workload import _pick, _text  # the demo's task mix and wording
 from llm_pipelines.dispatch.collect import collect_batch, task_requests
 from llm_pipelines.dispatch.packing import ENVELOPE_BYTES, Oversized
-from llm_pipelines.dispatch.results import _UNCOSTED
+from llm_pipelines.dispatch.results import COMPLETE_STOP_REASONS
 from llm_pipelines.dispatch.submit import SIDECAR_SCHEMA, SubmitStats, batch_key, batch_payloads
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore, in_process_client
 from llm_pipelines.intake import EVENTS_FILE, ingest_partition, intake_workers, plan_pieces
@@ -75,6 +75,7 @@ from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS_SCHEMA,
     LANDING,
+    RESULTS_SCHEMA,
     TASKS,
     TASKS_SCHEMA,
     utcnow,
@@ -516,7 +517,8 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
     decoding results and building rows, not about that lookup)."""
     out.mkdir(parents=True, exist_ok=True)
     prices = default_price_table()
-    schema = pa.schema([f.remove_metadata() for f in _UNCOSTED])
+    priced = ("cost_usd", "sync_cost_usd")
+    schema = pa.schema([f.remove_metadata() for f in RESULTS_SCHEMA if f.name not in priced])
     dead_schema = pa.schema([f.remove_metadata() for f in DEAD_LETTER_SCHEMA])
     written = 0
     for manifest in manifests:
@@ -537,6 +539,7 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
             split = usage.cache_creation
             write_1h = (split.ephemeral_1h_input_tokens if split else 0) or 0
             created = usage.cache_creation_input_tokens or 0
+            details = usage.output_tokens_details
             rows.append(
                 {
                     "task_id": item.custom_id,
@@ -546,10 +549,25 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
                     "attempt": 1,
                     "model": message.model,
                     "requested_model": meta["requested_model"],
+                    "message_id": message.id,
                     "stop_reason": message.stop_reason,
+                    "stop_sequence": message.stop_sequence,
+                    "stop_details": (
+                        message.stop_details.to_json(indent=None) if message.stop_details else None
+                    ),
+                    "complete": message.stop_reason in COMPLETE_STOP_REASONS,
                     "output_text": "".join(b.text for b in message.content if b.type == "text"),
+                    "content_json": orjson.dumps([b.to_dict() for b in message.content]).decode(),
+                    "tool_calls": [
+                        {"id": b.id, "name": b.name, "input_json": orjson.dumps(b.input).decode()}
+                        for b in message.content
+                        if b.type == "tool_use"
+                    ],
+                    # (no request of the benchmark asks for structured output, and the
+                    # baseline is spared reading requests to find that out)
                     "input_tokens": usage.input_tokens,
                     "output_tokens": usage.output_tokens,
+                    "thinking_tokens": details.thinking_tokens if details else None,
                     "cache_write_5m_tokens": (
                         split.ephemeral_5m_input_tokens if split else created - write_1h
                     )

@@ -215,6 +215,7 @@ def answer_partition(
                             attempt=1,
                             requested_model=requested,
                             message=message,
+                            request=request,
                             collected_at=collected_at,
                         )
                     )
