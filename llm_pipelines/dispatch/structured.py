@@ -28,8 +28,12 @@ from jsonschema import validators
 FORMAT_MARK = '"output_config"'
 """What a request that asks for a format contains, looked for before parsing it."""
 _ENDED = ["end_turn", "stop_sequence", "max_tokens"]
-_JSON_STARTS = np.frombuffer(b"{[ \t\r\n", dtype=np.uint8)
-"""First bytes of a text that may be JSON (whitespace: it may follow)."""
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[list(b" \t\r\n")] = True
+_JSON_START = np.zeros(256, dtype=bool)
+_JSON_START[list(b"{[")] = True
+_LOOK_PAST = 64
+"""Leading whitespace looked past, at most, to find where a text starts."""
 
 
 def requested_schema(request: str | None) -> dict[str, Any] | None:
@@ -94,8 +98,8 @@ def may_have_asked(output_text: pa.Array | pa.ChunkedArray, stop_reason: pa.Arra
 
     Under a format the API's answer is JSON unless it was stopped early or refused: so an
     answer that ended (or ran out of tokens) with text that does not start like JSON did not
-    ask, and its request need not be read. The rest (text that is empty or starts with a
-    bracket or a space, tool use, refusals, pauses) is checked against the request.
+    ask, and its request need not be read. The rest (text that is empty or starts, past any
+    whitespace, with a bracket; tool use, refusals, pauses) is checked against the request.
     """
     texts = (
         output_text.combine_chunks() if isinstance(output_text, pa.ChunkedArray) else output_text
@@ -107,9 +111,14 @@ def may_have_asked(output_text: pa.Array | pa.ChunkedArray, stop_reason: pa.Arra
     first = np.zeros(len(texts), dtype=np.uint8)
     if data is not None:
         first[~empty] = np.frombuffer(data, dtype=np.uint8)[starts[:-1][~empty]]
+    maybe = empty | _JSON_START[first]
+    spaced = np.flatnonzero(_SPACE[first])  # few: look past their leading whitespace
+    if len(spaced):
+        heads = pc.utf8_slice_codeunits(texts.take(pa.array(spaced)), 0, _LOOK_PAST)
+        stripped = pc.utf8_ltrim_whitespace(heads)
+        starts_like_json = pc.match_substring_regex(stripped, r"^[\[{]")
+        maybe[spaced] = pc.or_(pc.equal(stripped, ""), starts_like_json).to_numpy(
+            zero_copy_only=False
+        )
     ended = pc.is_in(stop_reason, value_set=pa.array(_ENDED, pa.string()))
-    return (
-        empty
-        | np.isin(first, _JSON_STARTS)
-        | ~pc.fill_null(ended, False).to_numpy(zero_copy_only=False)
-    )
+    return maybe | ~pc.fill_null(ended, False).to_numpy(zero_copy_only=False)

@@ -182,25 +182,27 @@ def parse_result_line(line: str | bytes) -> RequestResult:
 # -- what is kept as raw JSON ------------------------------------------------------------------
 
 
-class RawMessage(msgspec.Struct):
+class RawMessage(msgspec.Struct, gc=False):
     """The parts of a message kept as the JSON the API sent (the very bytes), undecoded.
 
-    Empty when the message does not have them.
+    Empty when the message does not have them. Not tracked by the cyclic garbage collector
+    (``gc=False``, as the other structs here): they cannot form cycles, and one is made per
+    result line.
     """
 
     content: msgspec.Raw = msgspec.Raw()
     stop_details: msgspec.Raw = msgspec.Raw()
 
 
-class _RawResult(msgspec.Struct):
+class _RawResult(msgspec.Struct, gc=False):
     message: RawMessage | None = None
 
 
-class _RawLine(msgspec.Struct):
+class _RawLine(msgspec.Struct, gc=False):
     result: _RawResult | None = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     # Any: a block of a type this code does not know may hold anything under these names.
     type: Any = None
     id: Any = None

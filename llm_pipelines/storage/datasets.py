@@ -107,7 +107,8 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("attempt", pa.int16(), nullable=False),
         pa.field("model", pa.string()),
         pa.field("requested_model", pa.string()),
-        pa.field("message_id", pa.string()),  # the provider's id of the answer
+        # the provider's id of the answer (unique: not worth a dictionary)
+        pa.field("message_id", pa.string(), metadata=PLAIN_ENCODING),
         pa.field("stop_reason", pa.string()),  # any of the SDK's StopReason values
         pa.field("stop_sequence", pa.string()),  # which stop sequence ended it, if one did
         pa.field("stop_details", pa.string()),  # JSON, as returned (a refusal's category)
@@ -118,7 +119,7 @@ RESULTS_SCHEMA = pa.schema(
         # every content block (text, thinking, redacted_thinking, tool_use, server tool
         # blocks ...) as the API returned them: a JSON array
         pa.field("content_json", pa.string(), metadata=PLAIN_ENCODING),
-        pa.field("tool_calls", TOOL_CALLS),  # the tool_use blocks, in order
+        pa.field("tool_calls", TOOL_CALLS, metadata=PLAIN_ENCODING),  # tool_use blocks, in order
         # when the request asked for JSON following a schema (output_config.format): the
         # answer's text if it is JSON that the schema accepts, else null and the reason
         pa.field("structured_output", pa.string(), metadata=PLAIN_ENCODING),

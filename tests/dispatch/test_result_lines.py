@@ -24,13 +24,16 @@ from anthropic.types.shared.error_object import ErrorObject
 from pydantic import BaseModel
 
 from llm_pipelines.costs import default_price_table
+from llm_pipelines.dispatch import collect
 from llm_pipelines.dispatch.collect import collect_batch
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.dispatch.results import COMPLETE_STOP_REASONS, INCOMPLETE_STOP_REASONS
 from llm_pipelines.dispatch.retries import RETRYABLE_ERROR_TYPES, retryable
+from llm_pipelines.dispatch.structured import may_have_asked
 from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.emulator import EmulatorApp, EmulatorConfig, in_process_client
 from llm_pipelines.providers import AnthropicProvider
+from llm_pipelines.providers import anthropic as anthropic_provider
 from llm_pipelines.providers.base import RequestResult
 from llm_pipelines.resources import AnthropicResource
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
@@ -138,6 +141,14 @@ def test_every_stop_reason_and_error_type_of_the_sdk_has_a_decided_outcome() -> 
     assert _error_types() - retried == {t.removeprefix("error-") for t in DEAD}
 
 
+def test_requests_are_read_only_for_answers_that_may_be_structured_output() -> None:
+    texts = ["Plain words.", '  {"a": 1}', "\n  plain, after blank lines", "", "[1, 2]"]
+    texts += [" " * 70 + "{", "x {", "Plain but refused.", "Stopped to call a tool."]
+    stops = ["end_turn"] * 5 + ["stop_sequence", "max_tokens", "refusal", "tool_use"]
+    asked = may_have_asked(pa.array(texts), pa.array(stops))
+    assert asked.tolist() == [False, True, False, True, True, True, False, True, True]
+
+
 def _ask_for_structured_output(lake: Lake, day: str) -> None:
     """Give the ``json-*`` tasks' requests an ``output_config.format``.
 
@@ -202,9 +213,15 @@ def _assert_rows_keep_the_answers(results: pa.Table, route: str) -> None:
     assert json.loads(rows["stop-refusal"]["stop_details"])["category"] == "cyber"
 
 
+@pytest.mark.parametrize("line_by_line", [False, True], ids=["blocks", "line-by-line"])
 def test_documented_result_lines_become_rows_retries_and_dead_letters(
-    tmp_path: Path, day: str, routed_partition
+    tmp_path: Path, day: str, routed_partition, monkeypatch: pytest.MonkeyPatch, line_by_line: bool
 ) -> None:
+    if line_by_line:
+        # A chunk per line, and answers that may be structured output checked chunk by
+        # chunk rather than held to the end: the same rows, retries and dead letters.
+        monkeypatch.setattr(anthropic_provider, "RESULTS_BLOCK_BYTES", 1)
+        monkeypatch.setattr(collect, "HELD_BYTES", 0)
     lake = routed_partition([line["custom_id"] for line in LINES])
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator")))
     provider = AnthropicProvider(in_process_client(app))
