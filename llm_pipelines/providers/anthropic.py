@@ -417,6 +417,9 @@ def decode_result_block(block: bytes) -> pa.Table:
 
 def _joined_text(content: pa.ListArray) -> pa.Array:
     """Per message, its text blocks' text joined ("" without any), as message_columns does."""
+    single = _single_texts(content)
+    if single is not None:
+        return single
     blocks = content.values
     texts = pc.if_else(
         pc.fill_null(pc.equal(pc.struct_field(blocks, ["type"]), "text"), False),
@@ -425,6 +428,28 @@ def _joined_text(content: pa.ListArray) -> pa.Array:
     )
     lists = pa.ListArray.from_arrays(content.offsets, texts)
     return pc.fill_null(pc.binary_join(lists, ""), "")
+
+
+def _single_texts(content: pa.ListArray) -> pa.StringArray | None:
+    """:func:`_joined_text` of the usual block, where every message has one text block (or
+    none): the blocks' text column is the answer, re-indexed by message without a copy.
+    None when some message has other blocks, or several."""
+    bounds = np.frombuffer(content.buffers()[1], dtype=np.int32)
+    bounds = bounds[content.offset : content.offset + len(content) + 1]
+    sizes = np.diff(bounds)
+    if np.any(sizes > 1) or np.any(sizes[~content.is_valid().to_numpy(zero_copy_only=False)]):
+        return None
+    first = int(bounds[0])
+    blocks = content.values.slice(first, int(bounds[-1]) - first)
+    text = pc.struct_field(blocks, ["text"])
+    all_text = pc.all(pc.fill_null(pc.equal(pc.struct_field(blocks, ["type"]), "text"), False))
+    if text.null_count or not all_text.as_py():
+        return None
+    _, offsets, data = text.buffers()
+    starts = np.frombuffer(offsets, dtype=np.int32)[text.offset : text.offset + len(text) + 1]
+    return pa.StringArray.from_buffers(
+        len(content), pa.py_buffer(starts[bounds - first]), data or pa.py_buffer(b"")
+    )
 
 
 def _with_tool_use(content: pa.ListArray) -> list[int]:
