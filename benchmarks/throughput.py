@@ -19,8 +19,10 @@ row, one JSON document per batch body; iterating the SDK's typed
 Tasks are realistic: prompts of 200-6,000 characters, most behind one of a few shared system
 prompts, the task mix of a nightly platform partition, 20% carrying tools, an image or a text
 document (:data:`RICH_SHARE`), ~0.5% invalid lines and ~1% producer repeats. Result lines
-have the API's shape (text, usage with cache split, errored, expired and canceled requests);
-they are generated, then replayed by the emulator as ended batches.
+have the API's shape (text, usage with cache split, errored, expired and canceled requests;
+with ``--tool-share`` / ``--json-share``, answers that think and call a tool, or whose text
+is JSON); they are generated, then replayed by the emulator as ended batches. Both sides
+build the same result rows, the whole content and tool calls included.
 
 The partition is landed by a child process, as producers land it: what is measured starts
 in a process that has not just generated gigabytes of JSON. Peak RSS is sampled (every few
@@ -48,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,7 @@ from llm_pipelines.costs import default_price_table
 from llm_pipelines.demo.workload import _pick, _text  # the demo's task mix and wording
 from llm_pipelines.dispatch.collect import collect_batch, task_requests
 from llm_pipelines.dispatch.packing import ENVELOPE_BYTES, Oversized
-from llm_pipelines.dispatch.results import _UNCOSTED
+from llm_pipelines.dispatch.results import COMPLETE_STOP_REASONS
 from llm_pipelines.dispatch.submit import SIDECAR_SCHEMA, SubmitStats, batch_key, batch_payloads
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore, in_process_client
 from llm_pipelines.intake import EVENTS_FILE, ingest_partition, intake_workers, plan_pieces
@@ -77,6 +80,7 @@ from llm_pipelines.storage.datasets import (
     DEAD_LETTER_SCHEMA,
     EVENTS_SCHEMA,
     LANDING,
+    RESULTS_SCHEMA,
     TASKS,
     TASKS_SCHEMA,
     utcnow,
@@ -187,7 +191,54 @@ def _enrich(task: dict[str, Any], which: float, rng: random.Random) -> None:
         ]
 
 
-def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) -> bytes:
+@dataclass(frozen=True)
+class AnswerMix:
+    """Shares of the answers that are not plain text (none by default, so the default lines
+    are those of earlier rounds and figures stay comparable).
+
+    ``tools``: the model thinks, then calls a tool with nested JSON input (``tool_use``);
+    ``json``: the text is a JSON object, as answers to prompts that ask for JSON are, so
+    collection reads the requests to see whether they asked for structured output.
+    (The generated tasks carry tools, images and documents: :data:`RICH_SHARE`; these
+    result lines are generated apart from them.)
+    """
+
+    tools: float = 0.0
+    json: float = 0.0
+
+
+def _answer(
+    rng: random.Random, corpus: Corpus, output_tokens: int, mix: AnswerMix
+) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    """Content, stop reason and extra usage of one succeeded answer."""
+    roll = rng.random() if mix.tools or mix.json else 1.0  # the default draws nothing more
+    if roll < mix.tools:
+        thinking = output_tokens // 2
+        call = {
+            "type": "tool_use",
+            "id": f"toolu_{rng.getrandbits(64):016x}",
+            "name": rng.choice(["search_catalog", "lookup_order", "create_ticket"]),
+            "input": {
+                "query": corpus.slice(rng, 80),
+                "filters": {"limit": rng.randint(1, 50), "tags": ["a", "b"], "exact": False},
+            },
+        }
+        content = [
+            {"type": "thinking", "thinking": corpus.slice(rng, thinking * 4), "signature": "sig"},
+            {"type": "text", "text": corpus.slice(rng, 120)},
+            call,
+        ]
+        return content, "tool_use", {"output_tokens_details": {"thinking_tokens": thinking}}
+    if roll < mix.tools + mix.json:
+        document = {"category": "billing", "summary": corpus.slice(rng, output_tokens * 3)}
+        return [{"type": "text", "text": orjson.dumps(document).decode()}], "end_turn", {}
+    text = [{"type": "text", "text": corpus.slice(rng, output_tokens * 4)}]
+    return text, "end_turn" if rng.random() < 0.9 else "max_tokens", {}
+
+
+def result_line(
+    rng: random.Random, corpus: Corpus, custom_id: str, model: str, mix: AnswerMix
+) -> bytes:
     """One results line as the Message Batches API streams it."""
     roll = rng.random()
     if roll < 0.015:
@@ -205,15 +256,17 @@ def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) 
     else:
         output_tokens = rng.randint(40, 450)
         cached = rng.random() < 0.5
+        message_id = f"msg_{rng.getrandbits(96):024x}"
+        content, stop_reason, usage = _answer(rng, corpus, output_tokens, mix)
         result = {
             "type": "succeeded",
             "message": {
-                "id": f"msg_{rng.getrandbits(96):024x}",
+                "id": message_id,
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": corpus.slice(rng, output_tokens * 4)}],
-                "stop_reason": "end_turn" if rng.random() < 0.9 else "max_tokens",
+                "content": content,
+                "stop_reason": stop_reason,
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": rng.randint(50, 1_500),
@@ -225,6 +278,7 @@ def result_line(rng: random.Random, corpus: Corpus, custom_id: str, model: str) 
                     },
                     "output_tokens": output_tokens,
                     "service_tier": "batch",
+                    **usage,
                 },
             },
         }
@@ -345,7 +399,9 @@ def pipeline_resubmit(lake: Lake) -> dict[str, Any]:
     }
 
 
-def prepare_results(lake: Lake, store: EmulatorStore, corpus: Corpus, seed: int) -> list[Any]:
+def prepare_results(
+    lake: Lake, store: EmulatorStore, corpus: Corpus, seed: int, mix: AnswerMix
+) -> list[Any]:
     """Manifests, task lists and emulator batches for every batch-routed task, ended."""
     rng = random.Random(seed)
     tasks = lake.path(TASKS, DAY, TASKS_FILE)
@@ -362,7 +418,7 @@ def prepare_results(lake: Lake, store: EmulatorStore, corpus: Corpus, seed: int)
             for task_id, model in zip(
                 sidecar["task_id"].to_pylist(), sidecar["model"].to_pylist(), strict=True
             ):
-                sink.write(result_line(rng, corpus, task_id, model))
+                sink.write(result_line(rng, corpus, task_id, model, mix))
         record = store.replay_batch(lines)
         ids = sidecar["task_id"].to_pylist()
         manifest = BatchManifest(
@@ -561,7 +617,8 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
     decoding results and building rows, not about that lookup)."""
     out.mkdir(parents=True, exist_ok=True)
     prices = default_price_table()
-    schema = pa.schema([f.remove_metadata() for f in _UNCOSTED])
+    priced = ("cost_usd", "sync_cost_usd")
+    schema = pa.schema([f.remove_metadata() for f in RESULTS_SCHEMA if f.name not in priced])
     dead_schema = pa.schema([f.remove_metadata() for f in DEAD_LETTER_SCHEMA])
     written = 0
     for manifest in manifests:
@@ -582,6 +639,7 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
             split = usage.cache_creation
             write_1h = (split.ephemeral_1h_input_tokens if split else 0) or 0
             created = usage.cache_creation_input_tokens or 0
+            details = usage.output_tokens_details
             rows.append(
                 {
                     "task_id": item.custom_id,
@@ -591,10 +649,25 @@ def baseline_results(lake: Lake, client: Any, manifests: list[Any], out: Path) -
                     "attempt": 1,
                     "model": message.model,
                     "requested_model": meta["requested_model"],
+                    "message_id": message.id,
                     "stop_reason": message.stop_reason,
+                    "stop_sequence": message.stop_sequence,
+                    "stop_details": (
+                        message.stop_details.to_json(indent=None) if message.stop_details else None
+                    ),
+                    "complete": message.stop_reason in COMPLETE_STOP_REASONS,
                     "output_text": "".join(b.text for b in message.content if b.type == "text"),
+                    "content_json": orjson.dumps([b.to_dict() for b in message.content]).decode(),
+                    "tool_calls": [
+                        {"id": b.id, "name": b.name, "input_json": orjson.dumps(b.input).decode()}
+                        for b in message.content
+                        if b.type == "tool_use"
+                    ],
+                    # (no request of the benchmark asks for structured output, and the
+                    # baseline is spared reading requests to find that out)
                     "input_tokens": usage.input_tokens,
                     "output_tokens": usage.output_tokens,
+                    "thinking_tokens": details.thinking_tokens if details else None,
                     "cache_write_5m_tokens": (
                         split.ephemeral_5m_input_tokens if split else created - write_1h
                     )
@@ -687,7 +760,7 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
+def run(tasks: int, work: Path, seed: int, mix: AnswerMix) -> dict[str, Any]:
     corpus = Corpus(seed)
     now = utcnow()
     sampler = RssSampler()
@@ -715,7 +788,7 @@ def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
     say("pipeline: a submission pass with nothing new to send")
     resubmit = pipeline_resubmit(lake)
     say("preparing result streams in the emulator")
-    manifests = prepare_results(lake, EmulatorStore(emulator), corpus, seed)
+    manifests = prepare_results(lake, EmulatorStore(emulator), corpus, seed, mix)
     settle_disk()
     say(f"pipeline: {len(manifests)} batches of results → parquet")
     with sampler.phase("pipeline"), timed(seconds, "results"):
@@ -753,6 +826,7 @@ def run(tasks: int, work: Path, seed: int) -> dict[str, Any]:
         "baseline_peak_rss_mb": round(sampler.peaks["baseline"], 1),
         "ingest_speedup_vs_baseline": round(seconds["baseline_ingest"] / seconds["ingest"], 2),
         "results_speedup_vs_baseline": round(seconds["baseline_results"] / seconds["results"], 2),
+        "answer_mix": {"tools": mix.tools, "json": mix.json},
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -775,12 +849,24 @@ def main(argv: list[str] | None = None) -> int:
         help="intake's piece size (default: the pipeline's); small pieces at a small --tasks "
         "engage the intake worker process as a large day does",
     )
+    parser.add_argument(
+        "--tool-share",
+        type=float,
+        default=0.0,
+        help="share of answers that think, then call a tool (default 0)",
+    )
+    parser.add_argument(
+        "--json-share",
+        type=float,
+        default=0.0,
+        help="share of answers whose text is JSON: their requests are read (default 0)",
+    )
     args = parser.parse_args(argv)
     if args.piece_bytes:
         intake_module.PIECE_BYTES = args.piece_bytes
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm-bench-"))
     try:
-        figures = run(args.tasks, work, args.seed)
+        figures = run(args.tasks, work, args.seed, AnswerMix(args.tool_share, args.json_share))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from llm_pipelines.costs import PriceTable
 from llm_pipelines.crashpoints import crash_point
-from llm_pipelines.dispatch.results import ResultTotals, write_results
+from llm_pipelines.dispatch.results import ResultsWriter, ResultTotals, write_results
 from llm_pipelines.dispatch.retries import (
     DEFAULT_MAX_ATTEMPTS,
     failure_reason,
@@ -22,6 +22,7 @@ from llm_pipelines.dispatch.retries import (
     retryable,
 )
 from llm_pipelines.dispatch.state import PartitionState
+from llm_pipelines.dispatch.structured import may_have_asked, structured_columns
 from llm_pipelines.providers.base import RESULT_COLUMNS, BatchProvider, RequestResult
 from llm_pipelines.routing import BATCH
 from llm_pipelines.routing.route import TASKS_FILE
@@ -43,10 +44,16 @@ from llm_pipelines.storage.datasets import (
 from llm_pipelines.storage.lake import Lake
 
 _MESSAGE_COLUMNS = [
+    "message_id",
     "stop_reason",
+    "stop_sequence",
+    "stop_details",
     "output_text",
+    "content_json",
+    "tool_calls",
     "input_tokens",
     "output_tokens",
+    "thinking_tokens",
     "cache_write_5m_tokens",
     "cache_write_1h_tokens",
     "cache_read_tokens",
@@ -55,6 +62,11 @@ _FAILURE_COLUMNS = ["custom_id", "outcome", "error_type", "error_message"]
 _OUTCOME = RESULT_COLUMNS.get_field_index("outcome")
 MALFORMED = "malformed"
 """The outcome counted for a result line without one."""
+
+HELD_BYTES = 64 * 1024 * 1024
+"""Answers that may be structured output (:func:`may_have_asked`) wait, up to this many bytes
+of them, for their requests to be read in one pass over the tasks file (with the batch's
+failures' when they fit), not one per chunk of result lines."""
 
 STREAM_ATTEMPTS = 8
 """Times a results stream is read from the start when the connection drops mid-body."""
@@ -155,6 +167,8 @@ def _collect_once(
     seen = np.zeros(len(task_ids), dtype=bool)  # by the task's row in the sidecar
     stats = CollectStats(batch_id=manifest.provider_batch_id)
     failed: list[RequestResult] = []
+    held: list[pa.Table] = []  # answers whose requests are read before they are written
+    held_bytes = 0
     collected_at = utcnow()
     results_path = lake.path(RESULTS, manifest.partition, manifest.results_name)
     with write_results(lake, results_path, prices) as results:
@@ -169,14 +183,14 @@ def _collect_once(
             )
             known = row >= 0
             stats.unexpected += int(len(row) - known.sum())
-            chunk, row = chunk.filter(pa.array(known)), row[known]
+            chunk, row = _where(chunk, known), row[known]
             # The first line for a task counts; a repeat (here or in an earlier chunk) not.
             _, first = np.unique(row, return_index=True)
             fresh = np.zeros(len(row), dtype=bool)
             fresh[first] = True
             fresh &= ~seen[row]
             stats.duplicates += int(len(row) - fresh.sum())
-            chunk, row = chunk.filter(pa.array(fresh)), row[fresh]
+            chunk, row = _where(chunk, fresh), row[fresh]
             seen[row] = True
             outcomes = pc.value_counts(chunk["outcome"])
             for outcome, count in zip(
@@ -187,12 +201,20 @@ def _collect_once(
                 stats.counts[outcome] = stats.counts.get(outcome, 0) + count
             succeeded = pc.fill_null(
                 pc.and_(pc.equal(chunk["outcome"], "succeeded"), chunk["has_message"]), False
+            ).to_numpy(zero_copy_only=False)
+            rows = _result_rows(
+                _where(chunk, succeeded), sidecar.take(row[succeeded]), manifest, collected_at
             )
-            picked = row[succeeded.to_numpy(zero_copy_only=False)]
-            results.add_table(
-                _result_rows(chunk.filter(succeeded), sidecar.take(picked), manifest, collected_at)
-            )
-            failed.extend(_failures(chunk.filter(pc.invert(succeeded))))
+            asked = may_have_asked(rows["output_text"], rows["stop_reason"])
+            results.add_table(_with_structured(_where(rows, ~asked)))
+            maybe = _where(rows, asked)
+            if maybe.num_rows:
+                held.append(maybe)
+                held_bytes += maybe.nbytes
+            if held_bytes > HELD_BYTES:
+                _add_checked(results, held, task_requests(lake, manifest.partition, _ids(held)))
+                held, held_bytes = [], 0
+            failed.extend(_failures(_where(chunk, ~succeeded)))
         crash_point("collect.after_read")
         missing = task_ids.filter(pa.array(~seen)).to_pylist()
         stats.missing = len(missing)
@@ -205,10 +227,14 @@ def _collect_once(
             )
             for task_id in missing
         )
-        expected = _expected_meta(sidecar, [result.custom_id for result in failed])
+        failed_ids = [result.custom_id for result in failed]
+        # One read of the tasks file for the requests of both.
+        requests = task_requests(lake, manifest.partition, failed_ids + _ids(held))
+        _add_checked(results, held, requests)
+        expected = _expected_meta(sidecar, failed_ids)
         # Published before the results file leaves this block: see the commit rule.
         stats.retrying, stats.dead_lettered = _settle_failures(
-            lake, manifest, failed, expected, max_attempts
+            lake, manifest, failed, expected, requests, max_attempts
         )
     crash_point("collect.after_results")
     stats.totals = results.totals
@@ -237,6 +263,39 @@ def _result_rows(
             "collected_at": pa.repeat(pa.scalar(collected_at, TIMESTAMP), rows),
         }
     )
+
+
+def _where(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The rows of ``table`` that ``mask`` keeps: without a copy when it keeps all or none
+    (as it mostly does), since a chunk holds every answer's content twice over."""
+    if mask.all():
+        return table
+    return table.filter(pa.array(mask)) if mask.any() else table.slice(0, 0)
+
+
+def _with_structured(
+    rows: pa.Table, outputs: pa.Array | None = None, errors: pa.Array | None = None
+) -> pa.Table:
+    """Result rows with their structured output columns (null: no format was asked for)."""
+    nulls = pa.nulls(rows.num_rows, pa.string())
+    return rows.append_column(
+        "structured_output", outputs if outputs is not None else nulls
+    ).append_column("structured_output_error", errors if errors is not None else nulls)
+
+
+def _add_checked(results: ResultsWriter, held: list[pa.Table], requests: dict[str, str]) -> None:
+    """Write held answers, their structured output checked against their requests."""
+    for rows in held:
+        outputs, errors = structured_columns(
+            rows["output_text"].to_pylist(),
+            rows["stop_reason"].to_pylist(),
+            [requests.get(task_id) for task_id in rows["task_id"].to_pylist()],
+        )
+        results.add_table(_with_structured(rows, outputs, errors))
+
+
+def _ids(tables: list[pa.Table]) -> list[str]:
+    return [task_id for table in tables for task_id in table["task_id"].to_pylist()]
 
 
 def _failures(chunk: pa.Table) -> list[RequestResult]:
@@ -273,11 +332,14 @@ def _settle_failures(
     manifest: BatchManifest,
     failed: list[RequestResult],
     expected: dict[str, tuple[str, str]],
+    requests: dict[str, str],
     max_attempts: int,
 ) -> tuple[int, int]:
-    """Retry what a later batch can fix, dead-letter the rest; return (retrying, dead)."""
+    """Retry what a later batch can fix, dead-letter the rest; return (retrying, dead).
+
+    ``requests`` holds the failed tasks' requests (to resend, or to replay a dead letter).
+    """
     assert manifest.provider_batch_id is not None
-    requests = task_requests(lake, manifest.partition, [r.custom_id for r in failed])
     attempt = manifest.attempt
     with (
         write_rows(

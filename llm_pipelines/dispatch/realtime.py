@@ -279,6 +279,7 @@ def _write_chunk(
                     attempt=1,
                     requested_model=requested,
                     message=message,
+                    request=request,
                     collected_at=collected_at,
                 )
             )

@@ -9,6 +9,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import pyarrow as pa
 
+from llm_pipelines.storage.datasets import TOOL_CALLS
+
 Outcome = Literal["succeeded", "errored", "canceled", "expired"]
 
 RESULT_COLUMNS = pa.schema(
@@ -16,11 +18,17 @@ RESULT_COLUMNS = pa.schema(
         pa.field("custom_id", pa.string()),
         pa.field("outcome", pa.string()),  # an Outcome
         pa.field("has_message", pa.bool_()),
+        pa.field("message_id", pa.string()),
         pa.field("model", pa.string()),
         pa.field("stop_reason", pa.string()),
+        pa.field("stop_sequence", pa.string()),
+        pa.field("stop_details", pa.string()),  # JSON
         pa.field("output_text", pa.string()),
+        pa.field("content_json", pa.string()),
+        pa.field("tool_calls", TOOL_CALLS),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
+        pa.field("thinking_tokens", pa.int64()),
         pa.field("cache_write_5m_tokens", pa.int64()),
         pa.field("cache_write_1h_tokens", pa.int64()),
         pa.field("cache_read_tokens", pa.int64()),
@@ -29,7 +37,8 @@ RESULT_COLUMNS = pa.schema(
     ]
 )
 """A chunk of batch results as :meth:`BatchProvider.iter_result_chunks` yields them: one row per
-result line, usage already split the way result rows store it."""
+result line, usage already split the way result rows store it, the content whole
+(``content_json``) and its text and tool calls apart."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llm_pipelines.costs import PriceTable
+from llm_pipelines.dispatch.results import completed
 from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.routing.policy import REUSE
 from llm_pipelines.storage.datasets import (
@@ -43,6 +44,7 @@ from llm_pipelines.storage.datasets import (
     TASKS_FILE,
     dead_letter_path,
     utcnow,
+    with_missing_columns,
 )
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.tasks import ids_digest
@@ -215,8 +217,9 @@ def _reuse_from(
         if len(here) == 0:
             continue
         name = index_path.rsplit("/", 1)[1]
-        answers = lake.read_table(
-            [lake.path(RESULTS, source_partition, name)], schema=RESULTS_SCHEMA
+        answers = with_missing_columns(
+            lake.read_table([lake.path(RESULTS, source_partition, name)], schema=RESULTS_SCHEMA),
+            RESULTS_SCHEMA,
         )
         answers = answers.filter(pc.is_in(answers["task_id"], value_set=here))
         # The answer's own identity and price make way for the reusing task's.
@@ -227,9 +230,10 @@ def _reuse_from(
             ["reuse_of" if c == "task_id" else c for c in answers.column_names]
         )
         takers = waiting.filter(pc.is_in(waiting["reuse_of"], value_set=here))
-        joined = takers.select(["task_id", "task_type", "requested_model", "reuse_of"]).join(
-            answers, "reuse_of"
-        )
+        # Each taker's answer row by position: a join cannot carry list columns (tool_calls).
+        joined = answers.take(pc.index_in(takers["reuse_of"], value_set=answers["reuse_of"]))
+        for name in ("task_id", "task_type", "requested_model"):
+            joined = joined.append_column(name, takers[name])
         _write_reused(lake, partition, source_partition, name, joined, prices, stats)
         resolved.append(joined["task_id"].combine_chunks())
     return resolved
@@ -247,6 +251,7 @@ def _write_reused(
     rows = joined.num_rows
     columns = {name: joined[name] for name in joined.column_names if name != "reuse_of"}
     columns.update(
+        complete=completed(joined["stop_reason"]),  # also for rows of files from before it
         route=pa.array([REUSE] * rows, pa.string()),
         batch_id=pa.nulls(rows, pa.string()),
         attempt=pa.array([1] * rows, pa.int16()),

@@ -89,6 +89,17 @@ TASKS_SCHEMA = pa.schema(
     ]
 )
 
+TOOL_CALLS = pa.list_(
+    pa.struct(
+        [
+            pa.field("id", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("input_json", pa.string()),  # the tool's input, JSON as returned
+        ]
+    )
+)
+"""A result row's tool calls: the ``tool_use`` blocks of the answer."""
+
 RESULTS_SCHEMA = pa.schema(
     [
         pa.field("task_id", pa.string(), nullable=False, metadata=PLAIN_ENCODING),
@@ -98,10 +109,26 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("attempt", pa.int16(), nullable=False),
         pa.field("model", pa.string()),
         pa.field("requested_model", pa.string()),
-        pa.field("stop_reason", pa.string()),
-        pa.field("output_text", pa.string(), metadata=PLAIN_ENCODING),
+        # the provider's id of the answer (unique: not worth a dictionary)
+        pa.field("message_id", pa.string(), metadata=PLAIN_ENCODING),
+        pa.field("stop_reason", pa.string()),  # any of the SDK's StopReason values
+        pa.field("stop_sequence", pa.string()),  # which stop sequence ended it, if one did
+        pa.field("stop_details", pa.string()),  # JSON, as returned (a refusal's category)
+        # the model ended its turn (end_turn, stop_sequence, tool_use); false when it was cut
+        # short, paused or refused: see dispatch.results.COMPLETE_STOP_REASONS
+        pa.field("complete", pa.bool_()),
+        pa.field("output_text", pa.string(), metadata=PLAIN_ENCODING),  # text blocks joined
+        # every content block (text, thinking, redacted_thinking, tool_use, server tool
+        # blocks ...) as the API returned them: a JSON array
+        pa.field("content_json", pa.string(), metadata=PLAIN_ENCODING),
+        pa.field("tool_calls", TOOL_CALLS, metadata=PLAIN_ENCODING),  # tool_use blocks, in order
+        # when the request asked for JSON following a schema (output_config.format): the
+        # answer's text if it is JSON that the schema accepts, else null and the reason
+        pa.field("structured_output", pa.string(), metadata=PLAIN_ENCODING),
+        pa.field("structured_output_error", pa.string()),
         pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),  # thinking included: billed as output
+        pa.field("thinking_tokens", pa.int64()),  # of output_tokens, if reported apart
         pa.field("cache_write_5m_tokens", pa.int64()),
         pa.field("cache_write_1h_tokens", pa.int64()),
         pa.field("cache_read_tokens", pa.int64()),
@@ -140,6 +167,18 @@ RETRIES_SCHEMA = pa.schema(
 the replay job (dead letters chosen by a person); packed by the next submission pass."""
 
 Stage = Literal["intake", "submit", "collect", "realtime", "reuse"]
+
+
+def with_missing_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with a column of nulls for each field of ``schema`` it lacks.
+
+    For files written before a column was added (result rows of an earlier release, read
+    back to reuse their answers).
+    """
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 def string_buffer(values: pa.Array) -> tuple[memoryview, list[int]]:

@@ -57,7 +57,9 @@ MAX_TOKENS = 300
 FEW_SHOT_EXAMPLES = 17
 """Enough worked examples to make the shared prefix long enough for the model to cache."""
 TRUNCATED = "truncated"
-"""A description cut short by ``max_tokens``: answered, but not publishable as is."""
+"""A description the model did not finish (the result row's ``complete`` is false: cut short
+by ``max_tokens`` or the context window, paused, or refused): answered, but not publishable
+as is; ``detail`` names the stop reason."""
 
 
 class ProductsConfig(dg.Config):
@@ -201,10 +203,15 @@ def descriptions_table(lake: Lake, partition: str) -> pa.Table:
         "product_id",
     )
     cut = pc.and_kleene(  # Kleene: a row without a result is "not cut", never null
-        pc.equal(joined["status"], SUCCEEDED), pc.equal(joined["stop_reason"], "max_tokens")
+        pc.equal(joined["status"], SUCCEEDED), pc.invert(joined["complete"])
     )
     status = pc.if_else(cut, TRUNCATED, joined["status"])
-    detail = pc.if_else(cut, "answer reached max_tokens before it ended", joined["detail"])
+    why = pc.if_else(
+        pc.equal(joined["stop_reason"], "max_tokens"),
+        "answer reached max_tokens before it ended",
+        pc.binary_join_element_wise("answer stopped with stop_reason ", joined["stop_reason"], ""),
+    )
+    detail = pc.if_else(cut, why, joined["detail"])
     text = joined["output_text"]
     words = pc.list_value_length(pc.utf8_split_whitespace(pc.fill_null(text, "")))
     table = replace_column(replace_column(joined, "status", status), "detail", detail)

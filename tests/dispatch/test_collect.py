@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pyarrow.compute as pc
 import pytest
+from anthropic.types import StopReason
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,13 +18,10 @@ from llm_pipelines.dispatch.collect import collect_batch
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.dispatch.submit import submit_partition
 from llm_pipelines.emulator import EmulatorApp, EmulatorConfig, FaultPlan, in_process_client
-from llm_pipelines.intake import ingest_partition
 from llm_pipelines.providers import AnthropicProvider
 from llm_pipelines.providers import anthropic as anthropic_provider
 from llm_pipelines.providers.anthropic import _decode_lines, decode_result_block
-from llm_pipelines.routing import default_policy
-from llm_pipelines.routing.route import route_partition
-from llm_pipelines.storage import Lake, LandingZone, read_manifests
+from llm_pipelines.storage import Lake, read_manifests
 from llm_pipelines.storage.datasets import (
     DEAD_LETTER,
     DEAD_LETTER_SCHEMA,
@@ -31,19 +30,41 @@ from llm_pipelines.storage.datasets import (
     RETRIES,
     RETRIES_SCHEMA,
     BatchManifest,
-    utcnow,
 )
 
 TOKENS = st.one_of(st.none(), st.integers(min_value=0, max_value=5_000))
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+"""Any JSON: what a tool's input may hold."""
 BLOCK = st.one_of(
-    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=8)}),
+    st.fixed_dictionaries(
+        {"type": st.just("text"), "text": st.text(max_size=8)},
+        optional={"citations": st.none() | st.lists(st.fixed_dictionaries({"cited_text": JSON}))},
+    ),
     st.fixed_dictionaries(
         {"type": st.just("tool_use"), "id": st.just("tu_1"), "name": st.just("f")},
-        optional={
-            "input": st.dictionaries(st.text(max_size=3), st.integers(-1000, 1000), max_size=2)
-        },
+        optional={"input": st.dictionaries(st.text(max_size=3), JSON, max_size=3)},
     ),
-    st.fixed_dictionaries({"type": st.just("thinking"), "thinking": st.text(max_size=5)}),
+    st.fixed_dictionaries(
+        {"type": st.just("thinking"), "thinking": st.text(max_size=5), "signature": st.just("s")}
+    ),
+    st.fixed_dictionaries({"type": st.just("redacted_thinking"), "data": st.text(max_size=5)}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("web_search_tool_result"),
+            "tool_use_id": st.just("srvtoolu_1"),
+            "content": st.lists(st.dictionaries(st.sampled_from(["url", "title"]), JSON)),
+        }
+    ),
 )
 USAGE = st.fixed_dictionaries(
     {"input_tokens": TOKENS, "output_tokens": TOKENS},
@@ -61,6 +82,8 @@ USAGE = st.fixed_dictionaries(
             ),
         ),
         "service_tier": st.just("batch"),
+        "output_tokens_details": st.fixed_dictionaries({"thinking_tokens": TOKENS}),
+        "server_tool_use": st.fixed_dictionaries({"web_search_requests": TOKENS}),
     },
 )
 MESSAGE = st.fixed_dictionaries(
@@ -70,9 +93,17 @@ MESSAGE = st.fixed_dictionaries(
         "role": st.just("assistant"),
         "model": st.sampled_from(["claude-haiku-4-5", "claude-sonnet-5-5"]),
         "content": st.lists(BLOCK, max_size=3),
-        "stop_reason": st.sampled_from(["end_turn", "max_tokens", None]),
+        "stop_reason": st.sampled_from([*get_args(StopReason), None]),
         "usage": USAGE,
-    }
+    },
+    optional={
+        "stop_sequence": st.none() | st.text(max_size=4),
+        "stop_details": st.none()
+        | st.fixed_dictionaries(
+            {"type": st.just("refusal"), "category": st.none() | st.just("cyber")},
+            optional={"explanation": st.none() | st.text(max_size=6)},
+        ),
+    },
 )
 ERROR = st.one_of(
     st.fixed_dictionaries(
@@ -103,10 +134,45 @@ def test_columnar_decoding_matches_line_by_line(lines: list[dict[str, Any]]) -> 
     assert decode_result_block(block).equals(_decode_lines(block))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LINE, min_size=1, max_size=12))
+def test_every_content_block_and_tool_input_is_kept_as_returned(
+    lines: list[dict[str, Any]],
+) -> None:
+    # Spaced out as a server might send it: the content is kept as the very bytes.
+    block = b"".join(
+        json.dumps(line, indent=1).replace("\n", " ").encode() + b"\n" for line in lines
+    )
+    table = decode_result_block(block)
+    for line, row in zip(lines, table.to_pylist(), strict=True):
+        message = line["result"].get("message")
+        if message is None:
+            assert row["content_json"] is None
+            continue
+        assert json.loads(row["content_json"]) == message["content"]
+        assert row["content_json"] in block.decode()
+        calls = [b for b in message["content"] if b["type"] == "tool_use"]
+        assert [(c["id"], c["name"]) for c in row["tool_calls"]] == [
+            (c["id"], c["name"]) for c in calls
+        ]
+        assert [json.loads(c["input_json"] or "null") for c in row["tool_calls"]] == [
+            c.get("input") for c in calls
+        ]
+        details = message.get("stop_details")
+        assert (json.loads(row["stop_details"]) if row["stop_details"] else None) == details
+        assert row["stop_sequence"] == message.get("stop_sequence")
+        thinking = message["usage"].get("output_tokens_details", {}).get("thinking_tokens")
+        assert row["thinking_tokens"] == thinking
+
+
 def test_a_block_parsed_in_pieces_decodes_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
     import llm_pipelines.providers.anthropic as provider
 
     usage = {"input_tokens": 7, "output_tokens": 3}
+    # Every third answer thinks first and calls a tool with input of any shape: the reader
+    # takes their fixed fields, the raw pass the rest, without falling back.
+    call = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": [1, {"t": 2}]}}
+    thought = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
     lines = [
         {"custom_id": f"t-{i}", "result": {"type": "expired"}}
         if i % 7 == 0
@@ -114,7 +180,14 @@ def test_a_block_parsed_in_pieces_decodes_as_one(monkeypatch: pytest.MonkeyPatch
             "custom_id": f"t-{i}",
             "result": {
                 "type": "succeeded",
-                "message": {"content": [{"type": "text", "text": f"answer {i}"}], "usage": usage},
+                "message": {
+                    "content": [
+                        *([thought] if i % 3 == 0 else []),
+                        {"type": "text", "text": f"answer {i}"},
+                        *([call] if i % 3 == 0 else []),
+                    ],
+                    "usage": usage,
+                },
             },
         }
         for i in range(300)
@@ -126,6 +199,9 @@ def test_a_block_parsed_in_pieces_decodes_as_one(monkeypatch: pytest.MonkeyPatch
     table = decode_result_block(block)
     assert table.equals(expected)
     assert table.column("custom_id").to_pylist() == [f"t-{i}" for i in range(300)]
+    calls = table.column("tool_calls").to_pylist()
+    assert calls[3] == [{"id": "toolu_1", "name": "lookup", "input_json": '{"q":[1,{"t":2}]}'}]
+    assert calls[1] == [] and table.column("output_text")[3].as_py() == "answer 3"
 
 
 def test_a_line_the_json_reader_cannot_type_is_decoded_line_by_line() -> None:
@@ -141,29 +217,10 @@ def test_a_line_the_json_reader_cannot_type_is_decoded_line_by_line() -> None:
     assert table.equals(_decode_lines(block))
 
 
-def _routed_partition(tmp_path: Path, day: str, count: int) -> Lake:
-    """A lake with ``count`` batchable tasks (``t-<i>``: "grade answer <i>") landed and routed."""
-    lake = Lake(str(tmp_path / "lake"))
-    tasks = [
-        {
-            "task_id": f"t-{i}",
-            "task_type": "offline_eval",
-            "model": "claude-haiku-4-5",
-            "max_tokens": 20,
-            "messages": [{"role": "user", "content": f"grade answer {i}"}],
-        }
-        for i in range(count)
-    ]
-    LandingZone(lake).append(tasks, partition=day)
-    ingest_partition(lake, day)
-    route_partition(lake, day, default_policy(), default_price_table(), utcnow())
-    return lake
-
-
 def test_collect_counts_every_outcome_once_and_retries_or_dead_letters_the_rest(
-    tmp_path: Path, day: str
+    tmp_path: Path, day: str, routed_partition
 ) -> None:
-    lake = _routed_partition(tmp_path, day, 400)
+    lake = routed_partition([f"t-{i}" for i in range(400)])
     faults = FaultPlan(seed=5, errored_rate=0.1, expired_rate=0.05, canceled_rate=0.05)
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator"), faults=faults))
     provider = AnthropicProvider(in_process_client(app))
@@ -212,10 +269,10 @@ def test_collect_counts_every_outcome_once_and_retries_or_dead_letters_the_rest(
 
 
 def _answered_batch(
-    tmp_path: Path, day: str
+    tmp_path: Path, day: str, routed_partition
 ) -> tuple[Lake, EmulatorApp, AnthropicProvider, BatchManifest, dict[str, bytes]]:
     """Three tasks submitted and answered; their result lines by task id, to replay."""
-    lake = _routed_partition(tmp_path, day, 3)
+    lake = routed_partition(["t-0", "t-1", "t-2"])
     app = EmulatorApp(EmulatorConfig(state_dir=str(tmp_path / "emulator")))
     provider = AnthropicProvider(in_process_client(app))
     submit_partition(lake, provider, day)
@@ -227,9 +284,9 @@ def _answered_batch(
 
 
 def test_repeated_unknown_and_absent_lines_are_counted_not_written(
-    tmp_path: Path, day: str
+    tmp_path: Path, day: str, routed_partition
 ) -> None:
-    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day)
+    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day, routed_partition)
     # The provider repeats t-0, sends a stranger, and never answers t-2.
     replay = tmp_path / "replay.jsonl"
     stranger = by_id["t-1"].replace(b'"t-1"', b'"nobody"')
@@ -248,13 +305,13 @@ def test_repeated_unknown_and_absent_lines_are_counted_not_written(
 
 
 def test_repeats_across_chunks_and_a_success_without_message_are_handled(
-    tmp_path: Path, day: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, day: str, monkeypatch: pytest.MonkeyPatch, routed_partition
 ) -> None:
     """Chunks of one line each: a repeat in a later chunk is still a repeat, and a line that
     claims success without a message, or has no outcome, is dead-lettered with a reason,
     not stored or lost."""
     monkeypatch.setattr(anthropic_provider, "RESULTS_BLOCK_BYTES", 1)
-    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day)
+    lake, app, provider, manifest, by_id = _answered_batch(tmp_path, day, routed_partition)
     hollow = orjson.dumps({"custom_id": "t-2", "result": {"type": "succeeded"}})
     replay = tmp_path / "replay.jsonl"
     empty = orjson.dumps({"custom_id": "t-1", "result": {}})

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
+from llm_pipelines.dispatch.results import COMPLETE_STOP_REASONS
 from llm_pipelines.emulator import FaultPlan
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
@@ -94,7 +95,9 @@ def test_identical_requests_in_a_day_are_sent_once_and_answered_for_free(
     assert set(results) == set(tasks), "every task ends in exactly one result row"
     for copy, source in (("bulk-a-again", "bulk-a"), ("chat-b-again", "chat-b")):
         assert results[copy]["route"] == "reuse"
-        assert results[copy]["output_text"] == results[source]["output_text"]
+        for column in ("output_text", "content_json", "tool_calls", "message_id", "complete"):
+            assert results[copy][column] == results[source][column], column
+        assert results[copy]["content_json"].startswith('[{"type":"text"')
         assert results[copy]["output_tokens"] == results[source]["output_tokens"]
         assert results[copy]["cost_usd"] == 0
         assert results[copy]["sync_cost_usd"] == pytest.approx(results[source]["sync_cost_usd"])
@@ -107,14 +110,22 @@ def test_identical_requests_in_a_day_are_sent_once_and_answered_for_free(
     assert metadata["cost_usd_route_reuse"].value == 0
 
 
+def _answered_days_ago(
+    lake: Lake, day: str, days: int, materialize_assets, tick_sensor, task_id: str
+) -> str:
+    """A partition ``days`` before ``day`` where ``task_id`` ("classify doc 42") was answered."""
+    earlier = str(date.fromisoformat(day) - timedelta(days=days))
+    LandingZone(lake).append([_task(task_id, "classify doc 42")], partition=earlier)
+    materialize_assets(CYCLE, partition=earlier)
+    for request in tick_sensor().run_requests:
+        materialize_assets(COLLECT, request.run_config, partition=earlier)
+    return earlier
+
+
 def test_an_answer_from_an_earlier_day_is_reused_within_the_lookback(
     tmp_path: Path, lake: Lake, day: str, materialize_assets, tick_sensor
 ) -> None:
-    first_day = str(date.fromisoformat(day) - timedelta(days=2))
-    LandingZone(lake).append([_task("monday-x", "classify doc 42")], partition=first_day)
-    materialize_assets(CYCLE, partition=first_day)
-    for request in tick_sensor().run_requests:
-        materialize_assets(COLLECT, request.run_config, partition=first_day)
+    first_day = _answered_days_ago(lake, day, 2, materialize_assets, tick_sensor, "monday-x")
 
     next_day = str(date.fromisoformat(day) - timedelta(days=1))
     LandingZone(lake).append(
@@ -144,6 +155,26 @@ def test_an_answer_from_an_earlier_day_is_reused_within_the_lookback(
     override = {"cost_policy": CostPolicyResource(routing_policy_path=str(policy))}
     materialize_assets(CYCLE, partition=third_day, resources_override=override)
     assert _by_id(lake, TASKS, third_day)["wednesday-x"]["route"] == "batch"
+
+
+def test_answers_in_result_files_of_an_earlier_release_are_reused(
+    lake: Lake, day: str, materialize_assets, tick_sensor
+) -> None:
+    """Result files written before the answer's content, tool calls, structured output ...
+    were kept lack those columns; reusing their answers gives nulls there, not a crash."""
+    earlier = _answered_days_ago(lake, day, 1, materialize_assets, tick_sensor, "monday-x")
+    added = ["message_id", "stop_sequence", "stop_details", "complete", "content_json"]
+    added += ["tool_calls", "structured_output", "structured_output_error", "thinking_tokens"]
+    for path in lake.files(RESULTS, earlier, ".parquet"):
+        lake.write_table(path, lake.read_table([path]).drop_columns(added))
+
+    LandingZone(lake).append([_task("tuesday-x", "classify doc 42")], partition=day)
+    materialize_assets(CYCLE)
+    reused = _by_id(lake, RESULTS, day, RESULTS_SCHEMA)["tuesday-x"]
+    source = _by_id(lake, RESULTS, earlier)["monday-x"]
+    assert (reused["route"], reused["output_text"]) == ("reuse", source["output_text"])
+    assert reused["content_json"] is None and reused["tool_calls"] is None
+    assert reused["complete"] == (source["stop_reason"] in COMPLETE_STOP_REASONS)
 
 
 def test_excluded_task_types_are_never_reused(

@@ -43,11 +43,14 @@ def test_throughput_benchmark_reports_its_figures(tmp_path: Path) -> None:
     work = tmp_path / "bench"
     # Pieces of 16 KB: intake shares them with its worker process as on a large day (the
     # path a large day with bad lines once crashed on, while no CI-size run went there).
+    # Some answers call tools and some are JSON, so those paths of collection run too.
     figures = _last_json_line(
         "throughput.py",
         *("--tasks", "600", "--workdir", str(work), "--piece-bytes", "16384"),
+        *("--tool-share", "0.1", "--json-share", "0.1"),
         env={"LLM_PIPELINES_INTAKE_WORKERS": "1"},
     )
+    assert figures["answer_mix"] == {"tools": 0.1, "json": 0.1}
     assert set(figures) >= THROUGHPUT_KEYS
     assert figures["intake_pieces"] >= 8 and figures["intake_workers"] == 1
     assert figures["tasks"] == 600
