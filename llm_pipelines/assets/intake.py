@@ -9,12 +9,7 @@ from llm_pipelines.intake import ingest_partition
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
 from llm_pipelines.routing.route import route_partition
 from llm_pipelines.storage.datasets import utcnow
-from llm_pipelines.storage.lease import (
-    REALTIME_LEASE,
-    SUBMISSION_LEASE,
-    LeaseHeld,
-    partition_lease,
-)
+from llm_pipelines.storage.lease import LeaseHeld, every_lease
 
 
 class RoutingConfig(dg.Config):
@@ -100,21 +95,8 @@ def routed_tasks(
     # of another run reads the routes once, under its lease, so re-routing in between could
     # have one run answer a task real-time that another's new routes then send in a batch.
     try:
-        with (
-            partition_lease(
-                lake.lake(),
-                context.partition_key,
-                owner=run_owner(context),
-                purpose="route",
-                kind=SUBMISSION_LEASE,
-            ),
-            partition_lease(
-                lake.lake(),
-                context.partition_key,
-                owner=run_owner(context),
-                purpose="route",
-                kind=REALTIME_LEASE,
-            ),
+        with every_lease(
+            lake.lake(), context.partition_key, owner=run_owner(context), purpose="route"
         ):
             stats = route_partition(
                 lake.lake(),

@@ -257,3 +257,15 @@ def partition_lease(
         yield lease
     finally:
         lease.release()
+
+
+@contextlib.contextmanager
+def every_lease(lake: Lake, partition: str, *, owner: str, purpose: str) -> Iterator[None]:
+    """Hold every lease of the partition (submission and real-time) for the block, or raise
+    :class:`LeaseHeld`: for work that changes what either dispatch pass reads (routing)."""
+    with contextlib.ExitStack() as held:
+        for kind in (SUBMISSION_LEASE, REALTIME_LEASE):
+            held.enter_context(
+                partition_lease(lake, partition, owner=owner, purpose=purpose, kind=kind)
+            )
+        yield
