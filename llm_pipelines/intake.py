@@ -41,6 +41,7 @@ from llm_pipelines.tasks import (
     content_digest,
     content_task_id,
     fast_task,
+    rich_task,
 )
 from llm_pipelines.worker_pool import WorkerProcess, available_cores
 
@@ -110,11 +111,16 @@ def validate_line(
 
 
 def _fast_valid(line: bytes | memoryview, models: ModelLimits) -> ValidTask | None:
-    """The task, if msgspec's fast path takes the line and its model and max_tokens are
-    allowed; else None."""
+    """The task, if one of msgspec's fast paths takes the line and its model and max_tokens
+    are allowed; else None: the common shape (:func:`~llm_pipelines.tasks.fast_task`), then
+    any other the SDK's types take (:func:`~llm_pipelines.tasks.rich_task`)."""
     fast = fast_task(line)
     if fast is None:
-        return None
+        rich = rich_task(line)
+        if rich is None or _model_problem(rich[0].model, rich[0].max_tokens, models):
+            return None
+        request, shape = canonical_request(rich[1])
+        return ValidTask(rich[0], request, shape)
     fields, request = fast.fields, fast.request
     ceiling = models.get(fields.model, _UNKNOWN)  # inlined _model_problem: once per task
     if ceiling is not None and (type(ceiling) is not int or fields.max_tokens > ceiling):

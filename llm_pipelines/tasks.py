@@ -24,7 +24,8 @@ from pydantic import (
     ValidationError,
 )
 
-from llm_pipelines.providers.contract import request_problem
+from llm_pipelines.providers.contract import request_problem, value_problem
+from llm_pipelines.providers.fast_contract import fast_request_ok
 
 CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 """Anthropic's rule for a batch request's ``custom_id``; our ``task_id`` is that id."""
@@ -274,14 +275,9 @@ class _Request(msgspec.Struct, omit_defaults=True, gc=False):
     system: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class _CommonTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _Producer(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
     task_type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TASK_TYPE_CHARS)]
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_CHARS)]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS_STORED)]
-    messages: Annotated[list[_Turn], msgspec.Meta(min_length=1)]
     task_id: str | None = None
-    # absent, never null: the request types have no null system prompt
-    system: _Prompt | msgspec.UnsetType = msgspec.UNSET
     priority: Annotated[int, msgspec.Meta(ge=0, le=LOWEST_PRIORITY)] = DEFAULT_PRIORITY
     # JSON types a datetime can be given as (anything deeper is the model's to reject),
     # checked by the model's own validator below
@@ -290,6 +286,15 @@ class _CommonTask(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     metadata: dict[str, str] = {}
 
 
+class _CommonTask(_Producer, kw_only=True):
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_CHARS)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS_STORED)]
+    messages: Annotated[list[_Turn], msgspec.Meta(min_length=1)]
+    # absent, never null: the request types have no null system prompt
+    system: _Prompt | msgspec.UnsetType = msgspec.UNSET
+
+
+_PRODUCER_KEYS = tuple(field.name for field in msgspec.structs.fields(_Producer))
 _decode_common = msgspec.json.Decoder(_CommonTask).decode
 _encode = msgspec.json.Encoder().encode
 _ID_FULL = re.compile(CUSTOM_ID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -311,19 +316,11 @@ def fast_task(line: bytes | memoryview) -> FastTask | None:
     except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     messages = task.messages
-    task_id = task.task_id
-    if (
-        messages[0].role != "user"
-        # re's "$" also matches before a final newline; the model's pattern does not
-        or (task_id is not None and not _ID_FULL.fullmatch(task_id))
-    ):
+    if messages[0].role != "user":
         return None
-    deadline = task.deadline
-    if deadline is not None:
-        try:
-            deadline = _DEADLINE.validate_python(deadline)
-        except ValidationError:
-            return None
+    deadline = _checked_producer(task)
+    if deadline is _REFUSED:
+        return None
     system = task.system
     chars = len(system) if system is not msgspec.UNSET else 0
     for turn in messages:
@@ -335,7 +332,7 @@ def fast_task(line: bytes | memoryview) -> FastTask | None:
     fields = tuple.__new__(  # skips the named tuple's Python-level __new__: once per task
         TaskFields,
         (
-            task_id,
+            task.task_id,
             task.task_type,
             task.model,
             task.max_tokens,
@@ -347,3 +344,68 @@ def fast_task(line: bytes | memoryview) -> FastTask | None:
         ),
     )
     return FastTask(fields, request, None if system is msgspec.UNSET else system)
+
+
+_REFUSED: Any = object()
+
+
+def _checked_producer(task: _Producer) -> datetime | None:
+    """The producer fields' checks msgspec's types cannot make; returns the deadline as a
+    datetime (or None), or :data:`_REFUSED`."""
+    task_id = task.task_id
+    # re's "$" also matches before a final newline; the model's pattern does not
+    if task_id is not None and not _ID_FULL.fullmatch(task_id):
+        return _REFUSED
+    if task.deadline is None:
+        return None
+    try:
+        return _DEADLINE.validate_python(task.deadline)
+    except ValidationError:
+        return _REFUSED
+
+
+_convert = msgspec.convert
+
+
+def rich_task(line: bytes | memoryview) -> tuple[TaskFields, dict[str, Any]] | None:
+    """A landing line of any other shape the installed SDK's request types take (content
+    blocks, tools, images, documents, thinking …), checked by the generated msgspec mirror of
+    the contract (:mod:`llm_pipelines.providers.fast_contract`): its fields and its request
+    params; else ``None``, and :class:`LLMTask` decides and words the reason.
+
+    Accepts only tasks :class:`LLMTask` accepts too, with the same fields and request
+    (``tests/intake/test_fast_path.py`` holds them to agreement).
+    """
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if type(raw) is not dict or "params" in raw:
+        return None
+    producer = {name: raw.pop(name) for name in _PRODUCER_KEYS if name in raw}
+    try:
+        task = _convert(producer, _Producer, strict=True)
+    except msgspec.ValidationError:
+        return None
+    deadline = _checked_producer(task)
+    if deadline is _REFUSED or not fast_request_ok(raw) or value_problem(raw) is not None:
+        return None
+    model, max_tokens, messages = raw["model"], raw["max_tokens"], raw["messages"]
+    if (
+        len(model) > MAX_MODEL_CHARS
+        or max_tokens > MAX_TOKENS_STORED
+        or messages[0].get("role") != "user"
+    ):
+        return None
+    fields = TaskFields(
+        task.task_id,
+        task.task_type,
+        model,
+        max_tokens,
+        task.priority,
+        deadline,
+        task.requires_realtime,
+        prompt_chars(raw),
+        task.metadata,
+    )
+    return fields, raw

@@ -226,7 +226,7 @@ class Contract:
             value = self.adapter.validate_python(params, strict=True)
         except ValidationError as error:
             raise RequestInvalid(_cap(self._describe(error, params))) from None
-        problem = _value_problem(value)
+        problem = value_problem(value)
         if problem:
             raise RequestInvalid(_cap(problem))
         return value
@@ -292,8 +292,9 @@ def _resolve(params: Any, loc: tuple[Any, ...], kind: str) -> tuple[str, int]:
     return ".".join(parts), depth
 
 
-def _value_problem(request: dict[str, Any]) -> str | None:
-    """Documented limits the SDK's types cannot carry (they are types, not ranges)."""
+def value_problem(request: dict[str, Any]) -> str | None:
+    """Documented limits the SDK's types cannot carry (they are types, not ranges): the
+    first one ``request`` (a request the types accept) breaks, or None."""
     max_tokens = request.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens < 0:
         return "max_tokens: must be 0 or more (0 only fills the prompt cache)"

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from sample_requests import SEEDS, mutated_requests
 
 from llm_pipelines.intake import parse_line
-from llm_pipelines.tasks import LLMTask, canonical_json, fast_task
+from llm_pipelines.tasks import LLMTask, canonical_json, fast_task, rich_task
 
 TEXT = st.one_of(
     st.text(max_size=12),
@@ -88,19 +89,26 @@ def as_lines(raw: dict[str, Any]) -> list[bytes]:
     ]
 
 
-def assert_agrees(line: bytes) -> None:
-    """``fast_task`` takes ``line`` only if the model does, with the same fields and request."""
-    fast = fast_task(line)
+def model_task(line: bytes, taken: object) -> LLMTask | None:
+    """The task as the model takes ``line``; None (and ``taken`` must be None too) where the
+    model or the SDK's types reject it."""
     try:
         task = LLMTask.model_validate(orjson.loads(line))
     except (orjson.JSONDecodeError, ValidationError):
-        assert fast is None, f"fast path accepted what LLMTask rejects: {line!r}"
-        return
+        assert taken is None, f"fast path accepted what LLMTask rejects: {line!r}"
+        return None
     if task.request_problem() is not None:
-        assert fast is None, f"fast path accepted a request the SDK's types reject: {line!r}"
-        return
-    if fast is None:
-        return  # the model decides this one: allowed, just slower
+        assert taken is None, f"fast path accepted a request the SDK's types reject: {line!r}"
+        return None
+    return task
+
+
+def assert_agrees(line: bytes) -> None:
+    """``fast_task`` takes ``line`` only if the model does, with the same fields and request."""
+    fast = fast_task(line)
+    task = model_task(line, fast)
+    if task is None or fast is None:
+        return  # refused by both, or the model decides this one: allowed, just slower
     params = task.request_params()
     assert fast.fields == task.fields()
     assert fast.request == canonical_json(params)
@@ -189,3 +197,49 @@ def test_fast_path_request_is_canonical_for_every_character() -> None:
             assert fast.fields.prompt_chars == 2 * len(text)
             taken += 1
     assert taken == 2 * 0x110000 // 0x2000  # every block, in both forms
+
+
+PRODUCER = st.fixed_dictionaries(
+    {"task_type": st.sampled_from(["catalog", "x" * 65, ""])},
+    optional={
+        "task_id": st.one_of(st.none(), st.sampled_from(["t-1", "bad id", "abc\n"])),
+        "priority": st.one_of(st.integers(min_value=-1, max_value=10), st.just("3")),
+        "deadline": st.sampled_from(["2026-11-23T04:00:00+00:00", "tomorrow", 1_800_000_000]),
+        "requires_realtime": st.one_of(st.booleans(), st.just(1)),
+        "metadata": st.one_of(st.just({"producer": "x"}), st.just({"n": 1})),
+        "params": st.just({}),
+    },
+)
+
+
+def assert_rich_agrees(line: bytes) -> None:
+    """``rich_task`` takes ``line`` only if the model does, with the same fields and request."""
+    rich = rich_task(line)
+    task = model_task(line, rich)
+    if task is None or rich is None:
+        return
+    fields, params = rich
+    assert fields == task.fields()
+    assert canonical_json(params) == canonical_json(task.request_params())
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PRODUCER, mutated_requests())
+def test_rich_path_accepts_only_what_the_model_accepts_and_keeps_the_same_fields(
+    producer: dict[str, Any], request: dict[str, Any]
+) -> None:
+    request.pop("metadata", None)  # at the top of a line, metadata is the producer's
+    for line in as_lines({**request, **producer}):
+        assert_rich_agrees(line)
+
+
+def test_rich_path_takes_tools_images_and_documents() -> None:
+    """Without this the property above would pass with a rich path that never fires."""
+    for seed in SEEDS:
+        request = {k: v for k, v in seed.items() if k != "metadata"}
+        line = orjson.dumps({"task_type": "t", "task_id": "r-1", **request})
+        assert rich_task(line) is not None, request
+        assert_rich_agrees(line)
+        row, reason = parse_line(line)
+        assert reason is None and row is not None
+        assert row["request"].encode() == canonical_json(request)

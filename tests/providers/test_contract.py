@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 from pydantic import TypeAdapter
+from sample_requests import PNG, RICH, plain
 
 from llm_pipelines.providers.contract import (
     API_VERSION,
@@ -18,95 +18,6 @@ from llm_pipelines.providers.contract import (
     request_problem,
     validated_request,
 )
-
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgAAAAAAUAAVeitOYAAAAASUVORK5CYII="
-
-
-def plain(**extra: Any) -> dict[str, Any]:
-    return {
-        "model": "claude-haiku-5-5",
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": "hello"}],
-        **extra,
-    }
-
-
-RICH: dict[str, Any] = {
-    "model": "claude-opus-5-5",
-    "max_tokens": 4096,
-    "system": [
-        {"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
-    ],
-    "messages": [
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
-                {
-                    "type": "image",
-                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
-                },
-                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-                {
-                    "type": "document",
-                    "source": {
-                        "type": "base64",
-                        "media_type": "application/pdf",
-                        "data": "JVBERi0x",
-                    },
-                    "title": "a.pdf",
-                    "context": "a claim",
-                    "citations": {"enabled": True},
-                },
-                {
-                    "type": "document",
-                    "source": {"type": "text", "media_type": "text/plain", "data": "t"},
-                },
-                {
-                    "type": "document",
-                    "source": {"type": "content", "content": [{"type": "text", "text": "part"}]},
-                },
-            ],
-        },
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "hmm", "signature": "c2ln"},
-                {"type": "text", "text": "calling"},
-                {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
-            ],
-        },
-        {
-            "role": "user",
-            "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "toolu_1",
-                    "content": [{"type": "text", "text": "found"}],
-                    "is_error": False,
-                }
-            ],
-        },
-    ],
-    "tools": [
-        {
-            "name": "lookup",
-            "description": "Look things up.",
-            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
-            "cache_control": {"type": "ephemeral"},
-        }
-    ],
-    "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
-    "thinking": {"type": "enabled", "budget_tokens": 2048},
-    "output_config": {
-        "effort": "high",
-        "format": {"type": "json_schema", "schema": {"type": "object", "properties": {}}},
-    },
-    "stop_sequences": ["END"],
-    "metadata": {"user_id": "u-1"},
-    "service_tier": "standard_only",
-    "cache_control": {"type": "ephemeral"},
-}
 
 
 def test_everything_the_sdk_types_accept_is_accepted() -> None:
