@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     started = time.monotonic()
     intake.PIECE_BYTES = args.piece_bytes  # the runs are forked children: they inherit it
+    intake.PARSE_HERE = False  # every piece through the worker, as much of a large day's are
     os.environ[intake.WORKERS_VARIABLE] = "1"
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="llm-pipelines-chaos-"))
     emulator_dir = workdir / "emulator"

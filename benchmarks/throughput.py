@@ -377,6 +377,7 @@ def pipeline_ingest(lake: Lake, now: datetime) -> dict[str, Any]:
         "conflicts": intake.conflicts,
         "intake_pieces": pieces,
         "intake_workers": workers,
+        "intake_worker_pieces": intake.worker_pieces,
         "batch_routed": routing.batch,
         "batch_bodies": bodies,
         "payload_bytes": payload_bytes,
@@ -850,6 +851,12 @@ def main(argv: list[str] | None = None) -> int:
         "engage the intake worker process as a large day does",
     )
     parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="intake's own process only coordinates: every piece is parsed in its worker "
+        "(with --piece-bytes, a small day takes the path a large day's pieces take)",
+    )
+    parser.add_argument(
         "--tool-share",
         type=float,
         default=0.0,
@@ -864,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.piece_bytes:
         intake_module.PIECE_BYTES = args.piece_bytes
+    if args.workers_only:
+        intake_module.PARSE_HERE = False
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llm-bench-"))
     try:
         figures = run(args.tasks, work, args.seed, AnswerMix(args.tool_share, args.json_share))

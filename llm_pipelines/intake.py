@@ -17,6 +17,8 @@ from fsspec import AbstractFileSystem
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
+from llm_pipelines.providers.contract import contracts
+from llm_pipelines.providers.fast_contract import generated
 from llm_pipelines.routing.caching import (
     RequestShape,
     canonical_request,
@@ -66,6 +68,8 @@ class IntakeStats:
     invalid: int = 0
     landing_bytes: int = 0
     """Bytes of those lines, as landed, each with its newline."""
+    worker_pieces: int = 0
+    """Pieces parsed in worker processes (the rest were parsed by intake's own process)."""
 
 
 def explain(error: ValidationError) -> str:
@@ -450,7 +454,7 @@ def ingest_partition(
     with paused_gc(), write_rows(lake, dead_path, DEAD_LETTER_SCHEMA) as dead:
         with write_rows(lake, events_path, EVENTS_SCHEMA, keep_empty=True) as events:
             for piece, (parsed, report) in zip(
-                pieces, parsed_in_order(lake, pieces, workers, models), strict=True
+                pieces, parsed_in_order(lake, pieces, workers, models, stats), strict=True
             ):
                 line = first_line.get(piece.path, 1)
                 first_line[piece.path] = line + report.physical_lines
@@ -488,6 +492,9 @@ WORKER_DEPTH = 2
 """Pieces sent to a worker and not yet answered, at most: one to parse, one queued."""
 PIECES_IN_FLIGHT = 10
 """Pieces parsed or being parsed past the next one to write, at most (bounds memory)."""
+PARSE_HERE = True
+"""Whether the process that runs intake parses pieces too, beside its workers (tests turn
+it off to send every piece to a worker)."""
 
 
 def intake_workers(pieces: int) -> int:
@@ -510,6 +517,7 @@ def parsed_in_order(
     pieces: list[PieceRange],
     workers: int | None = None,
     models: ModelLimits | None = None,
+    stats: IntakeStats | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, PieceReport]]:
     """Each piece parsed (:func:`parse_range`), in order, here and in ``workers`` worker
     processes beside (None: :func:`intake_workers`).
@@ -517,23 +525,32 @@ def parsed_in_order(
     This process writes the events too, on a thread, so it does not hand everything away:
     each worker is kept :data:`WORKER_DEPTH` pieces to parse, and this process parses the
     others itself, never more than :data:`PIECES_IN_FLIGHT` past the next one to yield. The
-    split follows the speeds: a worker that answers slowly (its core busy) is given less.
+    split follows the speeds: a worker that answers slowly (its core busy) is given less,
+    and one still starting is given nothing. Pieces parsed by workers are counted in
+    ``stats.worker_pieces``.
     """
+    stats = stats if stats is not None else IntakeStats()
     count = intake_workers(len(pieces)) if workers is None else workers
     if count == 0:
         yield from (parse_range(lake.fs, piece, models) for piece in pieces)
         return
     with contextlib.ExitStack() as stack:
         helpers = {stack.enter_context(WorkerProcess()): deque[int]() for _ in range(count)}
+        for helper, sent in helpers.items():
+            # A new interpreter takes seconds to import the SDK and build the contracts: it is
+            # sent no piece until it has, so this process never waits on one that is starting.
+            helper.send(warm_up, (models,))
+            sent.append(_WARMING)
         done: dict[int, tuple[pa.RecordBatch, PieceReport]] = {}
         assigned = 0  # pieces sent or parsed so far, in order
         for wanted in range(len(pieces)):
             while wanted not in done:
                 for helper, sent in helpers.items():
                     while helper.ready():
-                        done[sent.popleft()] = helper.receive()
+                        _take(done, sent.popleft(), helper.receive(), stats)
                     while (
                         helper.pending < WORKER_DEPTH
+                        and not (sent and sent[0] == _WARMING)
                         and assigned < len(pieces)
                         and assigned - wanted < PIECES_IN_FLIGHT
                     ):
@@ -542,14 +559,41 @@ def parsed_in_order(
                         assigned += 1
                 if wanted in done:
                     break
-                if assigned < len(pieces) and assigned - wanted < PIECES_IN_FLIGHT:
+                if PARSE_HERE and assigned < len(pieces) and assigned - wanted < PIECES_IN_FLIGHT:
                     done[assigned] = parse_range(lake.fs, pieces[assigned], models)
                     assigned += 1
-                else:
-                    # Every piece before this one is done, so it is its worker's oldest.
-                    helper = next(h for h, sent in helpers.items() if sent and sent[0] == wanted)
-                    done[helpers[helper].popleft()] = helper.receive()
+                    continue
+                # Every piece before this one is done, so it is its worker's oldest; or no
+                # worker has it yet, because they are all still warming up.
+                helper = next(
+                    (h for h, sent in helpers.items() if sent and sent[0] == wanted), None
+                ) or next(h for h, sent in helpers.items() if sent and sent[0] == _WARMING)
+                _take(done, helpers[helper].popleft(), helper.receive(), stats)
             yield done.pop(wanted)
+
+
+_WARMING = -1
+"""Stands for a worker's warm-up call among the pieces sent to it."""
+
+
+def _take(
+    done: dict[int, tuple[pa.RecordBatch, PieceReport]],
+    piece: int,
+    answer: tuple[pa.RecordBatch, PieceReport],
+    stats: IntakeStats,
+) -> None:
+    """A worker's answer: a parsed piece, kept in ``done``; or its warm-up, dropped."""
+    if piece != _WARMING:
+        done[piece] = answer
+        stats.worker_pieces += 1
+
+
+def warm_up(models: ModelLimits | None) -> tuple[pa.RecordBatch, None]:
+    """A worker's first call: build what parsing needs (the contracts, the fast paths)."""
+    batch, _ = parse_piece([], models)
+    contracts()
+    generated()
+    return batch, None
 
 
 CONTENT_FIELDS = [

@@ -161,8 +161,8 @@ def test_pieces_planned_from_sizes_hold_every_line_once(
 def test_a_worker_that_fails_stops_intake_and_publishes_nothing(
     lake: Lake, day: str, monkeypatch
 ) -> None:
-    """A piece that cannot be read in the worker (the first two pieces go to the worker):
-    its error, with the worker's traceback, stops the partition; no events file appears."""
+    """A piece that cannot be read in the worker (every piece goes to the worker): its error,
+    with the worker's traceback, stops the partition; no events file appears."""
     import llm_pipelines.intake as intake
     from llm_pipelines.worker_pool import WorkerError
 
@@ -171,6 +171,7 @@ def test_a_worker_that_fails_stops_intake_and_publishes_nothing(
     pieces = intake.plan_pieces(lake, [path], 512)
     gone = [intake.PieceRange(p.path + ".gone", p.start, p.end) for p in pieces[:2]]
     monkeypatch.setattr(intake, "plan_pieces", lambda *_: gone + pieces[2:])
+    monkeypatch.setattr(intake, "PARSE_HERE", False)
     with pytest.raises(WorkerError, match="FileNotFoundError"):
         ingest_partition(lake, day, workers=1)
     assert lake.files(EVENTS, day, ".parquet") == []
@@ -224,7 +225,9 @@ def test_repeats_are_dropped_and_conflicts_dead_lettered_wherever_they_fall_in_a
     monkeypatch.setattr(intake, "PIECE_BYTES", len(orjson.dumps(lines[0])) * 3)  # ~3 lines
     lake = Lake(str(tmp_path / "lake"))
     LandingZone(lake).append(lines, partition=day, flush_id="f")
+    monkeypatch.setattr(intake, "PARSE_HERE", False)  # every piece through the worker
     stats = ingest_partition(lake, day, workers=1)
+    assert stats.worker_pieces >= 5
     events = lake.read_table(lake.files(EVENTS, day, ".parquet"))
     assert events["task_id"].to_pylist() == ["a", "b", "c", "d", "e", "f"]
     # Each kept row is the first occurrence, whole.

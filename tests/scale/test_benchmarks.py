@@ -46,13 +46,14 @@ def test_throughput_benchmark_reports_its_figures(tmp_path: Path) -> None:
     # Some answers call tools and some are JSON, so those paths of collection run too.
     figures = _last_json_line(
         "throughput.py",
-        *("--tasks", "600", "--workdir", str(work), "--piece-bytes", "16384"),
+        *("--tasks", "600", "--workdir", str(work), "--piece-bytes", "16384", "--workers-only"),
         *("--tool-share", "0.1", "--json-share", "0.1"),
         env={"LLM_PIPELINES_INTAKE_WORKERS": "1"},
     )
     assert figures["answer_mix"] == {"tools": 0.1, "json": 0.1}
     assert set(figures) >= THROUGHPUT_KEYS
     assert figures["intake_pieces"] >= 8 and figures["intake_workers"] == 1
+    assert figures["intake_worker_pieces"] == figures["intake_pieces"]
     assert figures["tasks"] == 600
     assert all(figures[key] > 0 for key in THROUGHPUT_KEYS)
     # The pipeline and the baseline did the same work, or the comparison would mean nothing.
