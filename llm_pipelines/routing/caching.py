@@ -111,11 +111,11 @@ def canonical_request(params: dict[str, Any]) -> tuple[bytes, RequestShape]:
     """The canonical JSON of a request (as :func:`~llm_pipelines.tasks.canonical_json`) and
     its shape.
 
-    Keys are sorted, and the usual request has at most ``system`` after ``model``, so the
-    offsets of the model and the system prompt follow from the lengths of
-    those values alone (``tests/routing/test_request_shape.py`` checks them). A request with
-    other keys gets no offsets (``model_at`` -1): routing parses it to rewrite it. The usual
-    request, with string prompts only, takes :func:`plain_shape`, which gives the same shape.
+    Keys are sorted, so the offsets of the model and the system prompt follow from the
+    lengths of the values after them (``tests/routing/test_request_shape.py`` checks them):
+    routing splices the model and a string system prompt's breakpoint from them, for any
+    request. The usual request, with string prompts only, takes :func:`plain_shape`, which
+    gives the same shape.
     """
     request = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
     system = params.get("system")
@@ -137,14 +137,7 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
     # A prompt is the same prefix written as a string or as blocks: its text is hashed (as
     # JSON, which for a string prompt is the bytes already in the request).
     text_json = dumps(text)
-    model_at, system_at, system_end = -1, None, None
-    if params.keys() <= _TASK_PARAMS:
-        end = len(request) - 1  # the closing brace: the last value ends here
-        if "system" in params:
-            system_json = text_json if type(system) is str else dumps(system, option=_SORTED)
-            system_end, system_at = end, end - len(system_json)
-            end = system_at - len(b',"system":')
-        model_at = end - len(dumps(params["model"]))
+    model_at, system_at, system_end = _offsets(params, len(request), text_json)
     document = _text(_document_blocks(params))
     return RequestShape(
         request_hash=request_hash,
@@ -162,6 +155,35 @@ def _any_shape(params: dict[str, Any], request: bytes, request_hash: bytes) -> R
         document_chars=len(text) + len(document),
         producer_marked=_is_marked(params),
     )
+
+
+def _offsets(
+    params: dict[str, Any], size: int, text_json: bytes
+) -> tuple[int, int | None, int | None]:
+    """Where the model's and the system prompt's JSON values sit in the canonical request
+    (``size`` bytes long; ``text_json`` is a string system prompt's JSON).
+
+    Keys are sorted, so the values after the model are the keys that sort after it: their
+    lengths, counted back from the closing brace, place the system prompt and the model,
+    whatever other keys the request has (tools, thinking …). Each is serialised once more,
+    alone: they are small beside the messages, which come before.
+    """
+    end = size - 1  # the closing brace: the last value ends here
+    system_at = system_end = None
+    for key in sorted(params, reverse=True):
+        if key == "model":
+            break
+        value = params[key]
+        value_json = (
+            text_json if key == "system" and type(value) is str else _dumps(value, option=_SORTED)
+        )
+        if key == "system":
+            system_at, system_end = end - len(value_json), end
+        end -= len(value_json) + len(_json(key)) + 2  # ,"key":
+    return end - len(_json(params["model"])), system_at, system_end
+
+
+_dumps = orjson.dumps
 
 
 def plain_shape(request: bytes, model: str, system: str | None) -> RequestShape:

@@ -63,8 +63,10 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     system = draw(st.none() | text | blocks())
     if system is not None:
         task["system"] = system
-    if draw(st.booleans()):  # a key after the system prompt: offsets are not taken then
-        task["tools"] = [{"name": "t", "input_schema": {"type": "object"}}]
+    if draw(st.booleans()):  # keys after the model and the system prompt
+        task["tools"] = [{"name": "t", "input_schema": {"type": "object", "model": draw(text)}}]
+        task["stop_sequences"] = [draw(text)]
+        task["thinking"] = {"type": "enabled", "budget_tokens": 1024}
     return LLMTask.model_validate(task).request_params()
 
 
@@ -74,9 +76,6 @@ def test_canonical_request_is_canonical_json_with_true_offsets(params: dict[str,
     request, shape = caching.canonical_request(params)
     assert request == canonical_json(params)
     assert shape.request_bytes == len(request)
-    if "tools" in params:  # other keys: no offsets, routing parses the request to rewrite it
-        assert (shape.model_at, shape.system_at, shape.system_end) == (-1, None, None)
-        return
     model = orjson.dumps(params["model"])
     assert request[shape.model_at : shape.model_at + len(model)] == model
     if params.get("system") is None:
@@ -199,15 +198,11 @@ def test_a_column_is_rewritten_as_each_of_its_requests_would_be(
         order=order,
     )
     assert [value.encode() for value in reordered.to_pylist()] == [expected[i] for i in order]
-    # Only a shared document, a system prompt given as blocks, or a request with keys past
-    # the usual ones (no offsets) is parsed; the rest is spliced.
+    # Only a shared document or a system prompt given as blocks is parsed; the rest is
+    # spliced, requests with tools, thinking and stop sequences included.
     assert len(reparsed) == sum(
         (params["model"] != target or system[i] or document[i])
-        and (
-            document[i]
-            or "tools" in params
-            or (system[i] and not isinstance(params["system"], str))
-        )
+        and (document[i] or (system[i] and not isinstance(params["system"], str)))
         for i, (params, target, *_) in enumerate(rows)
     )
 
@@ -233,24 +228,24 @@ def test_shapes_group_equal_prompts_and_tell_different_ones_apart() -> None:
     assert marked.producer_marked and not as_block.producer_marked
 
 
-def test_a_request_with_other_keys_has_no_offsets_and_is_rewritten_by_parsing() -> None:
+def test_a_request_with_keys_after_the_model_is_spliced_at_true_offsets() -> None:
     params = {
         "model": MODELS[0],
         "max_tokens": 5,
         "messages": [{"role": "user", "content": "q"}],
         "system": "be brief",
-        "stop_sequences": ["\n\n"],  # sorts after "model": the offsets would be wrong
+        "stop_sequences": ["\n\n"],  # sorts after "model", as "tools" and "thinking" do
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
     }
     request, shape = caching.canonical_request(params)
-    assert request == canonical_json(params) and shape.model_at == -1
+    assert request == canonical_json(params) and shape.model_at > 0
     usual = {key: value for key, value in params.items() if key != "stop_sequences"}
     # the same prompt hash as the usual path gives: it is the same cache prefix
     assert shape.system_hash == caching.canonical_request(usual)[1].system_hash
-    rewritten = caching.rewrite(
-        request,
-        caching.Offsets(shape.model_at, shape.system_at, shape.system_end),
-        caching.Change(MODELS[0], MODELS[-1], True, False, "1h"),
-    )
+    offsets = caching.Offsets(shape.model_at, shape.system_at, shape.system_end)
+    change = caching.Change(MODELS[0], MODELS[-1], True, False, "1h")
+    assert caching.splice(request, offsets, change) is not None  # not parsed again
+    rewritten = caching.rewrite(request, offsets, change)
     expected = {**params, "model": MODELS[-1]}
     caching.mark(expected, system=True, document=False, ttl="1h")
     assert rewritten == canonical_json(expected)
