@@ -227,10 +227,10 @@ class PriceTable(BaseModel):
         sync = self._list_cost(results, "requested_model", cached=False)
         return results.append_column("cost_usd", cost).append_column("sync_cost_usd", sync)
 
-    def lever_savings(self, results: pa.Table) -> pa.Table:
+    def lever_savings(self, results: pa.Table, migrated: pa.Array | None = None) -> pa.Table:
         """What each cost lever saved on every row of a priced results table.
 
-        The saving of a row, ``sync_cost_usd - cost_usd``, is split into four parts that add
+        The saving of a row, ``sync_cost_usd - cost_usd``, is split into five parts that add
         up to it exactly, by taking the levers away one at a time in a fixed order (a
         waterfall; what two levers save together falls to the later one):
 
@@ -239,6 +239,10 @@ class PriceTable(BaseModel):
         - ``saved_downshifting_usd`` = S - D, where S is ``sync_cost_usd`` (requested model,
           every prompt token as plain input, list price) and D the same tokens priced the
           same way on the model that answered. Negative if the "right-sized" model is dearer.
+        - ``saved_migration_usd``: the same S - D, instead, on rows ``migrated`` marks (a
+          boolean per row: routing moved the task off a retired model, rule
+          ``model_migrated``), where it is what the successor costs against the retired
+          model, not a choice to save; ``saved_downshifting_usd`` is 0 there.
         - ``saved_caching_usd`` = D - C, where C is the list price of the reported usage on
           the answering model with its cache split (uncached input, 5-minute and 1-hour
           cache writes, cache reads). Negative when cache writes were not read enough.
@@ -258,9 +262,13 @@ class PriceTable(BaseModel):
         # For a reused row D = C = A, so the three waterfall steps before it are empty.
         plain = pc.if_else(reused, actual, self._list_cost(results, "model", cached=False))
         cached = pc.if_else(reused, actual, self._list_cost(results, "model", cached=True))
+        model_change = pc.if_else(reused, zero, pc.subtract(sync, plain))
+        if migrated is None:
+            migrated = pa.array([False] * results.num_rows, pa.bool_())
         return pa.table(
             {
-                "saved_downshifting_usd": pc.if_else(reused, zero, pc.subtract(sync, plain)),
+                "saved_downshifting_usd": pc.if_else(migrated, zero, model_change),
+                "saved_migration_usd": pc.if_else(migrated, model_change, zero),
                 "saved_caching_usd": pc.subtract(plain, cached),
                 "saved_batching_usd": pc.subtract(cached, actual),
                 "saved_reuse_usd": pc.if_else(reused, pc.subtract(sync, actual), zero),

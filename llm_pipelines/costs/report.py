@@ -3,7 +3,8 @@
 Built from the partition's result rows, streamed in bounded chunks. Every row carries its
 actual cost (``cost_usd``) and its all-sync counterfactual (``sync_cost_usd``: the same
 request sent on its own, synchronously, at list price, on the requested model, without
-caching). The difference is split by lever (batching, caching, downshifting, reuse) as
+caching). The difference is split by lever (batching, caching, downshifting, reuse, and the
+migration of work off retired models) as
 defined in :meth:`llm_pipelines.costs.PriceTable.lever_savings`: a waterfall whose parts
 add up to the saving exactly, per row and so per slice and per day.
 """
@@ -16,13 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.costs.prices import REUSE_ROUTE, PriceTable, default_price_table
-from llm_pipelines.storage.datasets import RESULTS
+from llm_pipelines.storage.datasets import MODEL_MIGRATED, RESULTS, TASKS
 from llm_pipelines.storage.lake import Lake
 
-LEVERS = ("batching", "caching", "downshifting", "reuse")
+LEVERS = ("batching", "caching", "downshifting", "reuse", "migration")
 """The ways the pipeline saves, in the order the report lists them."""
 SLICE_COLUMNS = ("route", "model", "task_type")
 USAGE_COLUMNS = [
+    "task_id",
     "route",
     "model",
     "requested_model",
@@ -154,15 +156,17 @@ class CostReport:
         return "\n".join(lines)
 
 
-def _measures(chunk: pa.Table, prices: PriceTable) -> pa.Table:
-    """The per-row numbers the report sums, with the slice columns beside them."""
+def _measures(chunk: pa.Table, prices: PriceTable, migrated_ids: pa.Array) -> pa.Table:
+    """The per-row numbers the report sums, with the slice columns beside them
+    (``migrated_ids``: the tasks routing moved off a retired model)."""
 
     def tokens(name: str) -> pa.Array:
         return pc.fill_null(chunk[name], 0)
 
     writes = pc.add(tokens("cache_write_5m_tokens"), tokens("cache_write_1h_tokens"))
     reused = pc.equal(chunk["route"], REUSE_ROUTE)
-    levers = prices.lever_savings(chunk)
+    migrated = pc.fill_null(pc.is_in(chunk["task_id"], value_set=migrated_ids), False)
+    levers = prices.lever_savings(chunk, migrated)
     columns = {
         "total": pa.array(["total"] * chunk.num_rows, pa.string()),
         "route": chunk["route"],
@@ -209,8 +213,9 @@ def build_report(lake: Lake, partition: str, prices: PriceTable | None = None) -
     prices = prices or default_price_table()
     keys = ["total", *SLICE_COLUMNS]
     partials: dict[str, list[pa.Table]] = {key: [] for key in keys}
+    migrated = migrated_task_ids(lake, partition)
     for batch in lake.iter_batches(lake.files(RESULTS, partition, ".parquet"), USAGE_COLUMNS):
-        measures = _measures(pa.Table.from_batches([batch]), prices)
+        measures = _measures(pa.Table.from_batches([batch]), prices, migrated)
         for key in keys:
             partials[key].append(_sum_by(measures.select([key, *_SUMMED]), key))
     summed = {
@@ -241,6 +246,22 @@ def build_report(lake: Lake, partition: str, prices: PriceTable | None = None) -
         cache_read_tokens=int(totals["cache_read_tokens"]),
         cache_write_tokens=int(totals["cache_write_tokens"]),
     )
+
+
+def migrated_task_ids(lake: Lake, partition: str) -> pa.Array:
+    """The partition's tasks routing moved off a retired model (rule ``model_migrated``):
+    their change of price is the migration lever's, not right-sizing's."""
+    ids = [
+        batch["task_id"]
+        for path in lake.files(TASKS, partition, ".parquet")
+        for batch in lake.select_rows(
+            path,
+            ["model_rule"],
+            lambda narrow: pc.fill_null(pc.equal(narrow["model_rule"], MODEL_MIGRATED), False),
+            ["task_id"],
+        )
+    ]
+    return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
 
 
 def daily_cost_usd(lake: Lake, partition: str) -> float:

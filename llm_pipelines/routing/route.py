@@ -57,6 +57,9 @@ from llm_pipelines.routing.reuse import answered_keys, answered_partitions, sour
 from llm_pipelines.storage.datasets import (
     EVENT_FIELDS,
     EVENTS,
+    MODEL_MIGRATED,
+    REQUESTED,
+    RIGHT_SIZED,
     TASKS,
     TASKS_FILE,
     TASKS_SCHEMA,
@@ -89,9 +92,6 @@ ROW_ALLOWANCE_BYTES = 256
 EXPECTED_OUTPUT_SHARE = 0.5
 """Estimated output tokens as a share of ``max_tokens``."""
 
-REQUESTED, RIGHT_SIZED, MODEL_MIGRATED = "requested", "right_sized", "model_migrated"
-"""How a task's model was chosen (column ``model_rule``): as the producer asked; by the
-policy's right-sizing (``model_map``); or moved off a retired model to its successor."""
 
 _PLAN_SCHEMA = pa.schema(
     [

@@ -70,6 +70,10 @@ REQUEST_SHAPE = pa.struct(
 
 EVENTS_SCHEMA = pa.schema([*EVENT_FIELDS, pa.field("shape", REQUEST_SHAPE, nullable=False)])
 
+REQUESTED, RIGHT_SIZED, MODEL_MIGRATED = "requested", "right_sized", "model_migrated"
+"""How a task's model was chosen (column ``model_rule``): as the producer asked; by the
+policy's right-sizing (``model_map``); or moved off a retired model to its successor."""
+
 TASKS_SCHEMA = pa.schema(
     [
         *EVENT_FIELDS,

@@ -95,3 +95,70 @@ def test_daily_budget_check_passes_within_and_fails_over_budget(
     assert over.metadata["cost_usd"].value == pytest.approx(spent, abs=1e-5)
     unset = _budget_check(materialize_assets, None)
     assert unset.passed and unset.description == "no daily budget configured"
+
+
+def test_migration_off_a_retired_model_is_its_own_lever(
+    lake: Lake, day: str, materialize_assets, tick_sensor
+) -> None:
+    """Work for a retired model is moved to its successor (the shipped policy migrates): the
+    price change is the migration lever's, not counted as right-sizing, and the five levers
+    still add up to the saving."""
+    from llm_pipelines.costs import default_price_table
+    from llm_pipelines.costs.report import migrated_task_ids
+
+    retired = {
+        "task_type": "legacy_summary",
+        "model": "claude-sonnet-4-5",  # retired 2026-11-30; its successor is Sonnet 5.5
+        "max_tokens": 200,
+    }
+    LandingZone(lake).append(
+        [
+            *generate_tasks(day, 60, seed=3),
+            *(
+                {
+                    **retired,
+                    "task_id": f"legacy-{n}",
+                    "messages": [{"role": "user", "content": f"Summarise policy {n}. " * 20}],
+                }
+                for n in range(6)
+            ),
+        ],
+        partition=day,
+    )
+    materialize_assets(CYCLE)
+    report = None
+    for request in tick_sensor().run_requests:
+        report = materialize_assets(COLLECT, request.run_config)
+    assert report is not None
+    metadata = report.asset_materializations_for_node("llm_cost_report")[0].metadata
+    meta = {key: value.value for key, value in metadata.items()}
+
+    migrated = migrated_task_ids(lake, day)
+    assert sorted(migrated.to_pylist()) == [f"legacy-{n}" for n in range(6)]
+    results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
+    rows = results.filter(pc.is_in(results["task_id"], value_set=migrated)).to_pylist()
+    assert len(rows) == 6 and {row["model"] for row in rows} == {"claude-sonnet-5-5"}
+    assert {row["route"] for row in rows} == {"batch"}  # distinct prompts: none reused
+    # S - D by hand: the all-sync counterfactual on the retired model, against the same
+    # tokens, all as plain input, on the successor at list price.
+    successor = default_price_table().price("claude-sonnet-5-5")
+    expected = 0.0
+    for row in rows:
+        prompt = sum(
+            row[name] or 0
+            for name in (
+                "input_tokens",
+                "cache_read_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+            )
+        )
+        rates = successor.rates(prompt)
+        expected += (
+            row["sync_cost_usd"]
+            - (prompt * rates.input + row["output_tokens"] * rates.output) / 1e6
+        )
+    assert meta["saved_usd_migration"] == pytest.approx(expected, abs=1e-6)
+    assert meta["saved_usd_migration"] != 0
+    saved = sum(meta[f"saved_usd_{lever}"] for lever in LEVERS)
+    assert saved == pytest.approx(meta["saved_usd"], abs=1e-5), "the levers add up"

@@ -143,9 +143,15 @@ def test_a_tier_changes_the_lever_split_consistently() -> None:
             "saved_caching_usd": d - c,
             "saved_batching_usd": c / 2,
             "saved_reuse_usd": 0.0,
+            "saved_migration_usd": 0.0,
         },
         rel=1e-9,
     )
+    # Had routing moved it off a retired model instead, the same S - D is migration's.
+    migrated = SHIPPED.lever_savings(priced, pa.array([True]))
+    assert migrated["saved_migration_usd"][0].as_py() == pytest.approx(s - d, rel=1e-9)
+    assert migrated["saved_downshifting_usd"][0].as_py() == 0.0
+    assert migrated["saved_caching_usd"] == levers["saved_caching_usd"]
 
 
 def test_routings_estimate_applies_the_tier_of_the_estimated_prompt() -> None:
