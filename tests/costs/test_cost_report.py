@@ -22,12 +22,8 @@ CYCLE = [
 COLLECT = ["batch_results", "reused_results", "llm_cost_report"]
 
 
-@pytest.fixture
-def reported_day(lake: Lake, day: str, materialize_assets, tick_sensor) -> dict[str, object]:
-    """A reference-workload day run to the end; the metadata of its cost report."""
-    LandingZone(lake).append(
-        generate_tasks(day, 150, seed=11, rerequest_share=0.1, eval_documents=4), partition=day
-    )
+def run_and_report(materialize_assets, tick_sensor) -> dict[str, object]:
+    """The landed day run to the end (cycle, then collection); its cost report's metadata."""
     materialize_assets(CYCLE)
     report = None
     for request in tick_sensor().run_requests:
@@ -35,6 +31,15 @@ def reported_day(lake: Lake, day: str, materialize_assets, tick_sensor) -> dict[
     assert report is not None
     metadata = report.asset_materializations_for_node("llm_cost_report")[0].metadata
     return {key: value.value for key, value in metadata.items()}
+
+
+@pytest.fixture
+def reported_day(lake: Lake, day: str, materialize_assets, tick_sensor) -> dict[str, object]:
+    """A reference-workload day run to the end; the metadata of its cost report."""
+    LandingZone(lake).append(
+        generate_tasks(day, 150, seed=11, rerequest_share=0.1, eval_documents=4), partition=day
+    )
+    return run_and_report(materialize_assets, tick_sensor)
 
 
 def test_report_totals_levers_and_slices_match_the_result_rows(
@@ -125,13 +130,7 @@ def test_migration_off_a_retired_model_is_its_own_lever(
         ],
         partition=day,
     )
-    materialize_assets(CYCLE)
-    report = None
-    for request in tick_sensor().run_requests:
-        report = materialize_assets(COLLECT, request.run_config)
-    assert report is not None
-    metadata = report.asset_materializations_for_node("llm_cost_report")[0].metadata
-    meta = {key: value.value for key, value in metadata.items()}
+    meta = run_and_report(materialize_assets, tick_sensor)
 
     migrated = migrated_task_ids(lake, day)
     assert sorted(migrated.to_pylist()) == [f"legacy-{n}" for n in range(6)]
