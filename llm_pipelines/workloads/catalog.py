@@ -58,8 +58,11 @@ FEW_SHOT_EXAMPLES = 17
 """Enough worked examples to make the shared prefix long enough for the model to cache."""
 TRUNCATED = "truncated"
 """A description the model did not finish (the result row's ``complete`` is false: cut short
-by ``max_tokens`` or the context window, paused, or refused): answered, but not publishable
-as is; ``detail`` names the stop reason."""
+by ``max_tokens`` or the context window, or paused): answered, but not publishable as is;
+``detail`` names the stop reason."""
+REFUSED = "refused"
+"""The model declined to describe the product (``stop_reason`` ``refusal``): a retry gets
+the same answer, so the product needs a person; ``detail`` has the refusal's category."""
 
 
 class ProductsConfig(dg.Config):
@@ -194,7 +197,8 @@ def catalog_description_tasks(
 
 
 def descriptions_table(lake: Lake, partition: str) -> pa.Table:
-    """Products joined with their descriptions; truncated, failed and missing rows kept."""
+    """Products joined with their descriptions; truncated, refused, failed and missing rows
+    kept."""
     joined = outcomes_for(
         lake,
         partition,
@@ -205,11 +209,20 @@ def descriptions_table(lake: Lake, partition: str) -> pa.Table:
     cut = pc.and_kleene(  # Kleene: a row without a result is "not cut", never null
         pc.equal(joined["status"], SUCCEEDED), pc.invert(joined["complete"])
     )
-    status = pc.if_else(cut, TRUNCATED, joined["status"])
+    refused = pc.equal(joined["stop_reason"], "refusal")
+    status = pc.if_else(cut, pc.if_else(refused, REFUSED, TRUNCATED), joined["status"])
     why = pc.if_else(
         pc.equal(joined["stop_reason"], "max_tokens"),
         "answer reached max_tokens before it ended",
-        pc.binary_join_element_wise("answer stopped with stop_reason ", joined["stop_reason"], ""),
+        pc.if_else(
+            refused,
+            pc.binary_join_element_wise(
+                "the model refused: ", pc.fill_null(joined["stop_details"], "{}"), ""
+            ),
+            pc.binary_join_element_wise(
+                "answer stopped with stop_reason ", joined["stop_reason"], ""
+            ),
+        ),
     )
     detail = pc.if_else(cut, why, joined["detail"])
     text = joined["output_text"]
@@ -250,7 +263,7 @@ def catalog_descriptions(
     partition = context.partition_key
     table = descriptions_table(store, partition)
     write_table(store, OUTPUTS, "catalog_descriptions", partition, table)
-    counts = count_by(table["status"], (SUCCEEDED, TRUNCATED, FAILED, MISSING))
+    counts = count_by(table["status"], (SUCCEEDED, TRUNCATED, REFUSED, FAILED, MISSING))
     products_count = read_table(store, SOURCES, "products", partition).num_rows
     described = table.filter(pc.equal(table["status"], SUCCEEDED))
     return dg.MaterializeResult(
@@ -258,6 +271,7 @@ def catalog_descriptions(
             "products": products_count,
             "described": counts[SUCCEEDED],
             "truncated": counts[TRUNCATED],
+            "refused": counts[REFUSED],
             "failed": counts[FAILED],
             "missing": counts[MISSING],
             "mean_words": round(pc.mean(described["word_count"]).as_py() or 0.0, 1),

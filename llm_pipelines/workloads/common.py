@@ -68,6 +68,7 @@ RESULT_COLUMNS = [
     "model",
     "requested_model",
     "stop_reason",
+    "stop_details",
     "complete",
     "output_text",
     "input_tokens",

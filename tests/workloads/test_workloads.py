@@ -165,6 +165,39 @@ def test_failed_and_missing_answers_are_reported_with_their_reason(
     assert checks["every_product_described"].severity == dg.AssetCheckSeverity.WARN
 
 
+def test_refused_descriptions_are_told_apart_from_truncated_ones(
+    tmp_path: Path, lake: Lake, day: str, instance: dg.DagsterInstance, daemon_for
+) -> None:
+    """A refusal is no cut-short answer: a retry gets the same, so the product needs a
+    person. It gets its own status, with the refusal's category in the detail."""
+    plan = tmp_path / "refusals.yaml"
+    plan.write_text("seed: 5\nstop_reason_rates:\n  refusal: 0.3\n  pause_turn: 0.1\n")
+    daemon = daemon_for(
+        {
+            "lake": LakeResource(url=lake.url),
+            "anthropic": AnthropicResource(
+                emulator_dir=str(tmp_path / "emulator"), emulator_faults=str(plan)
+            ),
+        }
+    )
+    daemon.run("catalog_produce", day, run_config=products(PRODUCTS))
+    daemon.run("daily_batch_cycle", day)
+    daemon.settle()
+
+    catalog = output(lake, "catalog_descriptions", day)
+    assert catalog.num_rows == PRODUCTS
+    refused = catalog.filter(pc.equal(catalog["status"], "refused"))
+    assert 0 < refused.num_rows < PRODUCTS
+    assert set(refused["stop_reason"].to_pylist()) == {"refusal"}
+    assert all(d.startswith("the model refused: {") for d in refused["detail"].to_pylist())
+    truncated = catalog.filter(pc.equal(catalog["status"], "truncated"))
+    assert "refusal" not in truncated["stop_reason"].to_pylist()
+    assert "pause_turn" in truncated["stop_reason"].to_pylist()
+    metadata = latest_metadata(instance, "catalog_descriptions")
+    assert metadata["refused"].value == refused.num_rows
+    assert metadata["truncated"].value == truncated.num_rows
+
+
 def test_answers_that_are_not_valid_json_are_kept_as_unparsed(daemon, lake: Lake, day: str) -> None:
     # Too small an output budget: the JSON is cut off mid-object, as a real model's would be.
     config = {
