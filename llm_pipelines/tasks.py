@@ -24,8 +24,9 @@ from pydantic import (
     ValidationError,
 )
 
-from llm_pipelines.providers.contract import request_problem, value_problem
+from llm_pipelines.providers.contract import request_problem
 from llm_pipelines.providers.fast_contract import fast_request_ok
+from llm_pipelines.providers.request_rules import value_problem
 
 CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 """Anthropic's rule for a batch request's ``custom_id``; our ``task_id`` is that id."""

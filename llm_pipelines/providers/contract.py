@@ -25,17 +25,18 @@ contract is built (a :class:`pydantic.TypeAdapter`, then only validation per req
 from __future__ import annotations
 
 import collections.abc
-import os
 import types
 import typing
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import anthropic
-import pydantic
 import typing_extensions
 from anthropic.types import message_count_tokens_params, message_create_params
 from pydantic import ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+
+from llm_pipelines.providers.request_rules import value_problem
+from llm_pipelines.providers.sdk_types import TAG_KEYS, is_not_json, literal_values, origin_of
 
 try:  # where the SDK keeps the API version it speaks (the ``anthropic-version`` header)
     from anthropic._constants import ANTHROPIC_API_VERSION as API_VERSION
@@ -52,33 +53,12 @@ the sampling parameters). The SDK only lacks them; naming them here lets the rea
 MAX_REASON_CHARS = 300
 """A reason is one line a person can act on; long JSON paths and values are cut."""
 
-_TAG_KEYS = ("type", "role", "stream")
-"""Literal fields that tell the members of a union of request objects apart."""
-_NOT_JSON = (bytes, os.PathLike, typing.IO)
-"""Python-only inputs the SDK accepts (it reads files into base64 itself); never on the wire."""
-
 
 class RequestInvalid(ValueError):
     """A request the API would refuse with ``invalid_request_error``; the text says why."""
 
 
 # -- building the strict types -----------------------------------------------------------------
-
-
-def _origin(tp: Any) -> Any:
-    return typing_extensions.get_origin(tp)
-
-
-def _is_not_json(tp: Any) -> bool:
-    """Inputs only the Python SDK takes: files it reads into base64, and its own response
-    objects (a ``Message``'s blocks passed back as a turn), which are sent as the block dicts
-    the request types also describe."""
-    if _origin(tp) is typing_extensions.Annotated:
-        return _is_not_json(typing_extensions.get_args(tp)[0])
-    if _origin(tp) in (typing.Union, types.UnionType):
-        return all(_is_not_json(a) for a in typing_extensions.get_args(tp))
-    origin = _origin(tp) or tp
-    return isinstance(origin, type) and issubclass(origin, (*_NOT_JSON, pydantic.BaseModel))
 
 
 class _Builder:
@@ -92,12 +72,12 @@ class _Builder:
             if tp not in self._done:
                 self._done[tp] = self._typed_dict(tp)
             return self._done[tp]
-        origin = _origin(tp)
+        origin = origin_of(tp)
         args = typing_extensions.get_args(tp)
         if origin is typing_extensions.Annotated:
             return typing_extensions.Annotated[(self.strict(args[0]), *tp.__metadata__)]
         if origin in (typing.Union, types.UnionType):
-            return self._union([a for a in args if not _is_not_json(a)])
+            return self._union([a for a in args if not is_not_json(a)])
         if origin in (typing_extensions.Required, typing_extensions.NotRequired):
             return origin[self.strict(args[0])]
         if origin is dict or origin is collections.abc.Mapping:
@@ -119,8 +99,8 @@ class _Builder:
         fields: dict[str, Any] = {}
         for name, hint in hints.items():
             inner, required = hint, name in source.__required_keys__
-            while _origin(inner) in (typing_extensions.Required, typing_extensions.NotRequired):
-                required = _origin(inner) is typing_extensions.Required
+            while origin_of(inner) in (typing_extensions.Required, typing_extensions.NotRequired):
+                required = origin_of(inner) is typing_extensions.Required
                 inner = typing_extensions.get_args(inner)[0]
             wrapper = typing_extensions.Required if required else typing_extensions.NotRequired
             fields[name] = wrapper[self.strict(inner)]
@@ -140,19 +120,6 @@ class _Builder:
         return typing.Optional[tagged] if optional else tagged  # noqa: UP045
 
 
-def _literal_values(hint: Any) -> tuple[Any, ...] | None:
-    while _origin(hint) in (typing_extensions.Required, typing_extensions.NotRequired):
-        hint = typing_extensions.get_args(hint)[0]
-    if _origin(hint) in (typing.Union, types.UnionType):  # Optional[Literal[...]]
-        args = [a for a in typing_extensions.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            return None
-        hint = args[0]
-    if _origin(hint) is Literal:
-        return typing_extensions.get_args(hint)
-    return None
-
-
 def _tagged(members: list[Any]) -> Any | None:
     """A tagged union of TypedDicts told apart by one literal field, or None if they aren't.
 
@@ -161,13 +128,13 @@ def _tagged(members: list[Any]) -> Any | None:
     """
     if len(members) < 2 or not all(typing_extensions.is_typeddict(m) for m in members):
         return None
-    for key in _TAG_KEYS:
+    for key in TAG_KEYS:
         by_value: dict[Any, str] = {}
         default: str | None = None
         usable = True
         for member in members:
             annotations = member.__annotations__
-            values = _literal_values(annotations[key]) if key in annotations else None
+            values = literal_values(annotations[key]) if key in annotations else None
             if values is None or any(v in by_value for v in values):
                 usable = False
                 break
@@ -290,54 +257,6 @@ def _resolve(params: Any, loc: tuple[Any, ...], kind: str) -> tuple[str, int]:
         parts.append(str(step))
         depth += 1
     return ".".join(parts), depth
-
-
-def value_problem(request: dict[str, Any]) -> str | None:
-    """Documented limits the SDK's types cannot carry (they are types, not ranges): the
-    first one ``request`` (a request the types accept) breaks, or None."""
-    max_tokens = request.get("max_tokens")
-    if isinstance(max_tokens, int) and max_tokens < 0:
-        return "max_tokens: must be 0 or more (0 only fills the prompt cache)"
-    if "messages" in request and not request["messages"]:
-        return "messages: must hold at least one message"
-    if problem := _empty_text(request):
-        return problem
-    thinking = request.get("thinking") or {}
-    budget = thinking.get("budget_tokens")
-    if thinking.get("type") == "enabled" and isinstance(budget, int):
-        if budget < 1024:
-            return "thinking.budget_tokens: must be at least 1024"
-        if isinstance(max_tokens, int) and max_tokens and budget >= max_tokens:
-            return "thinking.budget_tokens: must be less than max_tokens"
-    return None
-
-
-def _empty_text(request: dict[str, Any]) -> str | None:
-    """The API refuses empty text ("text content blocks must be non-empty"), which the
-    types allow: a prompt string or text block with no text."""
-    system = request.get("system")
-    if system == "":
-        return "system: must not be empty (leave it out instead)"
-    if isinstance(system, list):
-        for index, block in enumerate(system):
-            if block.get("type") == "text" and not block.get("text"):
-                return f"system.{index}.text: text content blocks must be non-empty"
-    for turn, message in enumerate(request.get("messages") or ()):
-        content = message.get("content")
-        if content == "":
-            return f"messages.{turn}.content: must not be empty"
-        if isinstance(content, list):
-            for index, block in enumerate(content):
-                if (
-                    isinstance(block, dict)
-                    and block.get("type") == "text"
-                    and not block.get("text")
-                ):
-                    return (
-                        f"messages.{turn}.content.{index}.text: text content blocks must be "
-                        "non-empty"
-                    )
-    return None
 
 
 def _cap(reason: str) -> str:

@@ -28,13 +28,12 @@ from typing import Any, Literal
 
 import msgspec
 import typing_extensions
-from anthropic.types import message_create_params
 
-from llm_pipelines.providers.contract import (
-    _TAG_KEYS,
-    _is_not_json,
-    _literal_values,
-    _origin,
+from llm_pipelines.providers.sdk_types import (
+    TAG_KEYS,
+    is_not_json,
+    literal_values,
+    origin_of,
 )
 
 
@@ -102,14 +101,14 @@ class _Mirror:
         """The msgspec type for ``tp``; raises :class:`_Unsupported`."""
         if typing_extensions.is_typeddict(tp):
             return self._struct(tp, None, None)
-        origin = _origin(tp)
+        origin = origin_of(tp)
         args = typing_extensions.get_args(tp)
         if origin is typing_extensions.Annotated:
             return self.type_of(args[0])  # the SDK's PropertyInfo: the contract ignores it too
         if origin in (typing_extensions.Required, typing_extensions.NotRequired):
             return self.type_of(args[0])
         if origin in (typing.Union, types.UnionType):
-            return self._union([a for a in args if not _is_not_json(a)])
+            return self._union([a for a in args if not is_not_json(a)])
         if origin in _LIST_ORIGINS:
             return list[self.type_of(args[0]) if args else Any]  # type: ignore[misc]
         if origin is dict or origin is typing_extensions.get_origin(typing.Mapping[str, int]):
@@ -149,7 +148,7 @@ class _Mirror:
             # A string literal beside ``str`` adds nothing (a model id is any string), nor
             # does an object type beside "any object" (a tool's input_schema).
             if str in built:
-                built = [b for b in built if _origin(b) is not Literal]
+                built = [b for b in built if origin_of(b) is not Literal]
             if dict[str, Any] in built:
                 built = [b for b in built if _kind(b) != "object" or b == dict[str, Any]]
             kinds = [_kind(b) for b in built]
@@ -174,7 +173,7 @@ class _Mirror:
             try:
                 value = self.type_of(inner)
             except _DefaultMember as union:
-                if td is not self._top or _origin(inner) not in _LIST_ORIGINS:
+                if td is not self._top or origin_of(inner) not in _LIST_ORIGINS:
                     self.dropped.add(f"{td.__name__}.{field}")
                     continue
                 self.deferred[field] = union
@@ -211,8 +210,8 @@ def _fields(td: Any) -> dict[str, tuple[Any, bool]]:
     fields = {}
     for name, hint in typing_extensions.get_type_hints(td, include_extras=True).items():
         inner, required = hint, name in td.__required_keys__
-        while _origin(inner) in (typing_extensions.Required, typing_extensions.NotRequired):
-            required = _origin(inner) is typing_extensions.Required
+        while origin_of(inner) in (typing_extensions.Required, typing_extensions.NotRequired):
+            required = origin_of(inner) is typing_extensions.Required
             inner = typing_extensions.get_args(inner)[0]
         fields[name] = (inner, required)
     return fields
@@ -226,13 +225,13 @@ def _union_tag(
     :class:`_Unsupported` for TypedDicts no field tells apart."""
     if len(members) < 2 or not all(typing_extensions.is_typeddict(m) for m in members):
         return None
-    for key in _TAG_KEYS:
+    for key in TAG_KEYS:
         by_member: dict[Any, tuple[str, ...]] = {}
         seen: set[Any] = set()
         default = None
         for member in members:
             hint, required = _fields(member).get(key, (None, False))
-            values = _literal_values(hint) if hint is not None else None
+            values = literal_values(hint) if hint is not None else None
             if (
                 not values
                 or not all(type(v) is str for v in values)
@@ -253,7 +252,7 @@ def _union_tag(
 
 def _kind(tp: Any) -> str:
     """msgspec's class of a type in a union: at most one of each may appear."""
-    origin = _origin(tp) or tp
+    origin = origin_of(tp) or tp
     if origin is Literal or tp is str:
         return "str"
     if tp is int or tp == int | float:
@@ -280,6 +279,8 @@ class Generated(typing.NamedTuple):
 def generated() -> Generated | None:
     """The msgspec mirror of the installed SDK's batch request type (None if it could not be
     built: then every request goes to the contract)."""
+    from anthropic.types import message_create_params  # seconds: only when intake runs
+
     mirror = _Mirror()
     try:
         request = mirror.request(message_create_params.MessageCreateParamsNonStreaming)

@@ -7,8 +7,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from sample_requests import CUSTOM_TOOL, SEEDS, mutated_requests, plain
 
-from llm_pipelines.providers.contract import request_problem, value_problem
+from llm_pipelines.providers.contract import request_problem
 from llm_pipelines.providers.fast_contract import fast_request_ok, generated
+from llm_pipelines.providers.request_rules import value_problem
 
 
 def test_the_mirror_covers_the_request_type() -> None:
