@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from array import array
 from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
-from llm_pipelines.storage.datasets import REQUEST_SHAPE, string_buffer
+from llm_pipelines.storage.datasets import REQUEST_SHAPE, Utf8Builder, string_buffer
 from llm_pipelines.tasks import canonical_json
 
 CHARS_PER_TOKEN = 4
@@ -363,51 +363,54 @@ def rewrite_column(
 ) -> pa.Array:
     """:func:`rewrite` for a column of requests, row by row, with their ``events.shape``.
 
-    Requests that do not change are kept as they are, the others are mostly spliced
-    (:func:`splice`); the new column is joined at once from slices of the old one and a few
-    new bytes, so each request is copied once, not into a Python object and again into the
-    column. If none changes (and ``order`` is not given), the column itself is returned.
+    Only the rows that change are touched in Python, mostly spliced (:func:`splice`) from
+    slices of the old column and a few new bytes; then one arrow ``take`` over the old
+    column and the changed rows builds the new column in C, in ``order``: each request is
+    copied once, never into a Python object. If none changes (and ``order`` is not given),
+    the column itself is returned.
 
-    ``order`` reorders the rows in the same single copy: row ``i`` of the result is row
+    ``order`` reorders the rows in the same copy: row ``i`` of the result is row
     ``order[i]`` of ``requests``; every other argument is given in the result's order.
     """
     rows = len(requests)
-    data, starts = string_buffer(requests)
-    source = range(rows) if order is None else order.tolist()
-    changed = False
-    pieces: list[Bytes] = []
-    ends = array("i", [0]) * (rows + 1)
-    size = 0
-    model_at, system_at, system_end = (
-        shapes.field(name).to_pylist() for name in ("model_at", "system_at", "system_end")
-    )
-    for i, (requested, target, mark_system, mark_document, ttl) in enumerate(
-        zip(
-            requested_models.to_pylist(),
-            models.to_pylist(),
-            system.to_pylist(),
-            document.to_pylist(),
-            ttls,
-            strict=True,
-        )
-    ):
-        row = source[i]
-        request = data[starts[row] : starts[row + 1]]
-        if mark_system or mark_document or target != requested:
-            changed = True
-            change = Change(requested, target, mark_system, mark_document, ttl)
-            spliced = splice(request, Offsets(model_at[i], system_at[i], system_end[i]), change)
-            if spliced is None:  # block prompts, shared documents: parsed, serialised again
-                spliced = (_reparsed(bytes(request), change),)
-            pieces.extend(spliced)
-            size += sum(map(len, spliced))
-        else:
-            pieces.append(request)
-            size += len(request)
-        ends[i + 1] = size
-    if not changed and order is None:
+    system, document = pc.fill_null(system, False), pc.fill_null(document, False)
+    changed = pc.or_(pc.not_equal(requested_models, models), pc.or_(system, document))
+    positions = np.flatnonzero(changed.to_numpy(zero_copy_only=False))  # in the result's order
+    if len(positions) == 0 and order is None:
         return requests
-    return pa.StringArray.from_buffers(rows, pa.py_buffer(ends), pa.py_buffer(b"".join(pieces)))
+    data, starts = string_buffer(requests)
+    source = positions if order is None else order[positions]
+    picked = pa.array(positions)
+    offsets = zip(
+        *(shapes.field(name).take(picked).to_pylist() for name in _OFFSET_FIELDS), strict=True
+    )
+    rewritten = Utf8Builder()
+    for row, (requested, target, mark_system, mark_document), ttl_at, (model_at, at, end) in zip(
+        source.tolist(),
+        zip(
+            *(column.take(picked).to_pylist() for column in (requested_models, models)),
+            system.take(picked).to_pylist(),
+            document.take(picked).to_pylist(),
+            strict=True,
+        ),
+        positions.tolist(),
+        offsets,
+        strict=True,
+    ):
+        request = data[starts[row] : starts[row + 1]]
+        change = Change(requested, target, mark_system, mark_document, ttls[ttl_at])
+        spliced = splice(request, Offsets(model_at, at, end), change)
+        if spliced is None:  # block prompts, shared documents: parsed, serialised again
+            spliced = (_reparsed(bytes(request), change),)
+        rewritten.append_pieces(spliced)
+    # Row i of the result: the old column's row order[i], or the rewritten row placed for it.
+    index = np.arange(rows, dtype=np.int64) if order is None else order.astype(np.int64)
+    index[positions] = rows + np.arange(len(positions), dtype=np.int64)
+    both = pa.chunked_array([requests, rewritten.finish()], pa.string())
+    return both.take(pa.array(index)).combine_chunks()
+
+
+_OFFSET_FIELDS = ("model_at", "system_at", "system_end")
 
 
 def mark(params: dict[str, Any], *, system: bool, document: bool, ttl: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -216,9 +216,16 @@ class Utf8Builder:
     def __len__(self) -> int:
         return len(self._ends) - 1
 
-    def append(self, value: bytes) -> None:
+    def append(self, value: bytes | memoryview) -> None:
         """Add one value (valid UTF-8: the caller vouches for it)."""
         self._data += value
+        self._ends.append(len(self._data))
+
+    def append_pieces(self, pieces: Iterable[bytes | memoryview]) -> None:
+        """Add one value given as consecutive pieces (a spliced request), without joining
+        them first."""
+        for piece in pieces:
+            self._data += piece
         self._ends.append(len(self._data))
 
     def finish(self) -> pa.StringArray:
