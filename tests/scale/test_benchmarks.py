@@ -80,3 +80,10 @@ def test_emulator_takes_a_100000_request_batch_over_http_in_bounded_memory() -> 
     # buffers are freed later and it measured up to 126 MB.)
     assert figures["results_stream_mb"] > 100
     assert figures["peak_growth_mb"] < figures["results_stream_mb"], figures
+
+
+def test_contract_benchmark_reports_the_contract_and_its_mirror() -> None:
+    figures = _last_json_line("contract.py", "--rounds", "200")
+    for key in ("plain_us", "rich_us", "mirror_plain_us", "mirror_rich_us", "mirror_build_s"):
+        assert figures[key] > 0, key
+    assert figures["rounds"] == 200
