@@ -40,14 +40,13 @@ import pyarrow.compute as pc
 
 import llm_pipelines.intake as intake
 from llm_pipelines.crashpoints import paused_at, run_in_child
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch import realtime
 from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
 from llm_pipelines.dispatch.state import PartitionState
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon, disk_instance
 from llm_pipelines.storage import Lake, LandingZone, read_manifests
 from llm_pipelines.storage.datasets import LANDING, ORPHANS, RESULTS, RESULTS_SCHEMA, RETRIES
 from llm_pipelines.storage.scratch import scratch_dir
@@ -70,11 +69,11 @@ CRASH_POINTS: dict[str, list[str]] = {
 
 @dataclass
 class Chaos:
-    """The harness: resources, the instance, and what it has counted so far."""
+    """The harness: resources, the daemon on its instance, and what it has counted so far."""
 
     resources: dict[str, Any]
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
+    daemon: InProcessDaemon
+    """Dagster's daemon, played here: it ticks the sensor and launches runs (in children)."""
     rng: random.Random
     crash_rate: float
     max_ticks: int
@@ -100,7 +99,7 @@ class Chaos:
         if outcome.crashed:
             assert armed is not None
             self.crashes[armed.rsplit(":", 1)[0]] += 1
-            daemon.fail_dead_runs(self.instance, f"worker killed at {armed}")
+            self.daemon.fail_dead_runs(f"worker killed at {armed}")
             return None
         if outcome.exitcode != 0:
             raise RuntimeError(f"{kind} child failed unexpectedly (exit {outcome.exitcode})")
@@ -115,16 +114,10 @@ class Chaos:
     def _execution(
         self, name: str, partition: str, run_config: dict[str, Any] | None = None
     ) -> Callable[[], bool]:
-        job = self.defs.resolve_job_def(name)
         self.runs[name] += 1
 
         def execute() -> bool:
-            return job.execute_in_process(
-                partition_key=partition,
-                instance=self.instance,
-                run_config=run_config or {},
-                raise_on_error=False,
-            ).success
+            return self.daemon.run(name, partition, run_config, raise_on_error=False).success
 
         return execute
 
@@ -144,7 +137,7 @@ class Chaos:
         except RuntimeError:  # the first run never got there (nothing of that kind to do)
             return
         self.failed_runs += not ok
-        daemon.fail_dead_runs(self.instance, "a run of the overlap ended without its status")
+        self.daemon.fail_dead_runs("a run of the overlap ended without its status")
 
     def tick(self, cursor: str | None) -> tuple[str | None, list[dg.RunRequest] | None]:
         """One sensor evaluation in a child: the new cursor and the runs to launch.
@@ -153,8 +146,8 @@ class Chaos:
         """
 
         def evaluate() -> tuple[str | None, list[dg.RunRequest]]:
-            result = daemon.tick(self.instance, self.resources, cursor)
-            return result.cursor, daemon.new_run_requests(self.instance, result)
+            result = self.daemon.evaluate(cursor=cursor)
+            return result.cursor, self.daemon.new_run_requests(result)
 
         answer = self.child("sensor_tick", evaluate)
         return answer if answer is not None else (cursor, None)
@@ -165,7 +158,7 @@ class Chaos:
         self.runs[name] += 1
 
         def execute() -> bool:
-            return daemon.launch(self.defs, self.instance, request).success
+            return self.daemon.launch(request).success
 
         self.failed_runs += not bool(self.child(name, execute))
 
@@ -300,13 +293,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ledgers: dict[str, Ledger] = {}
     with (
         scratch_dir("chaos-dagster-") as home,
-        daemon.disk_instance(home) as instance,
+        disk_instance(home) as instance,
     ):
         gate = Path(home) / "overlap.gate"
         chaos = Chaos(
             resources=resources,
-            defs=build_definitions(resources),
-            instance=instance,
+            daemon=InProcessDaemon.for_resources(resources, instance),
             rng=random.Random(args.seed),
             crash_rate=args.crash_rate,
             max_ticks=args.max_ticks,

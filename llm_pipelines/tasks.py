@@ -24,9 +24,23 @@ from pydantic import (
     ValidationError,
 )
 
-from llm_pipelines.providers.contract import request_problem
 from llm_pipelines.providers.fast_contract import fast_request_ok
 from llm_pipelines.providers.request_rules import value_problem
+
+
+def request_problem(params: Any) -> str | None:  # noqa: F811 (rebound on the first call)
+    """:func:`llm_pipelines.providers.contract.request_problem`, imported on the first call.
+
+    The contract imports the ``anthropic`` SDK (seconds), which loading the definitions must
+    not pay. The first call replaces this stub with the real function, so later calls cost
+    nothing extra (a per-call import would cost about a microsecond per task).
+    """
+    global request_problem
+    from llm_pipelines.providers import contract
+
+    request_problem = contract.request_problem
+    return request_problem(params)
+
 
 CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 """Anthropic's rule for a batch request's ``custom_id``; our ``task_id`` is that id."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -55,3 +58,36 @@ def test_nightly_schedule_targets_the_day_that_just_ended() -> None:
     )
     [request] = list(schedule.evaluate_tick(context).run_requests or [])
     assert request.partition_key == "2026-11-23"
+
+
+HEAVY_AT_RUN_TIME = (
+    "anthropic",  # the SDK: seconds; the resource builds a client when a run needs one
+    "httpx2",
+    "aiohttp",
+    "pandas",  # pyarrow imports it when an array is first built
+    "jsonschema",
+    "llm_pipelines.emulator",
+    "llm_pipelines.providers.contract",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "s3fs",
+    "botocore",
+    "rich",
+)
+"""Packages the code location must not import when it loads: every ``dagster definitions
+validate``, every run's start and every reload in the UI would pay for them."""
+
+
+def test_code_location_loads_without_run_time_packages() -> None:
+    # A fresh interpreter: this test process has imported everything already. What loading
+    # costs in seconds is measured by benchmarks/code_location.py, not asserted here. (A
+    # package's submodule is never loaded without the package, so the names suffice.)
+    script = (
+        "import json, sys, dagster as dg\n"
+        "from llm_pipelines.definitions import defs\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        f"print(json.dumps([name for name in {HEAVY_AT_RUN_TIME!r} if name in sys.modules]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout.splitlines()[-1]) == []

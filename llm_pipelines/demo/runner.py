@@ -12,7 +12,6 @@ import dagster as dg
 
 from llm_pipelines.assets.partitions import DAILY
 from llm_pipelines.costs.report import LEVERS, build_report
-from llm_pipelines.demo.daemon import QUIET_LOGS, InProcessDaemon
 from llm_pipelines.demo.progress import QuietReporter, Reporter
 from llm_pipelines.demo.workload import (
     REFERENCE_EVAL_DOCUMENTS,
@@ -23,6 +22,7 @@ from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.routing.route import TASKS_FILE
+from llm_pipelines.sensors.daemon import QUIET_LOGS, InProcessDaemon
 from llm_pipelines.storage.datasets import TASKS
 from llm_pipelines.storage.landing import LandingZone
 

@@ -18,10 +18,10 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from llm_pipelines.costs.report import build_report
-from llm_pipelines.demo.daemon import InProcessDaemon
 from llm_pipelines.demo.runner import DayOnEmulator
 from llm_pipelines.dispatch.collect import in_flight
 from llm_pipelines.dispatch.ledger import partition_ledger
+from llm_pipelines.sensors.daemon import InProcessDaemon
 from llm_pipelines.storage.lake import Lake
 from llm_pipelines.workloads.common import OUTPUTS, read_table
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 
-import anthropic
-import httpx2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,8 +69,19 @@ failures' when they fit), not one per chunk of result lines."""
 
 STREAM_ATTEMPTS = 8
 """Times a results stream is read from the start when the connection drops mid-body."""
-STREAM_CUT_ERRORS = (httpx2.TransportError, anthropic.APIConnectionError)
-"""What a results stream cut off mid-way raises (after the SDK's own retries of the call)."""
+
+
+@cache
+def stream_cut_errors() -> tuple[type[Exception], ...]:
+    """What a results stream cut off mid-way raises (after the SDK's own retries of the call).
+
+    A function, not a constant: the SDK is imported (seconds) only when a run handles an error,
+    never when the definitions load (an ``except`` clause is evaluated only on an exception).
+    """
+    import anthropic
+    import httpx2
+
+    return (httpx2.TransportError, anthropic.APIConnectionError)
 
 
 @dataclass
@@ -136,7 +146,7 @@ def collect_batch(
     for stream_attempt in range(1, STREAM_ATTEMPTS + 1):
         try:
             stats = _collect_once(lake, provider, manifest, prices, ended_at, max_attempts)
-        except STREAM_CUT_ERRORS as error:
+        except stream_cut_errors() as error:
             if stream_attempt == STREAM_ATTEMPTS:
                 raise
             if log is not None:

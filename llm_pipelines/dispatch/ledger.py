@@ -22,7 +22,9 @@ from llm_pipelines.storage.datasets import (
 )
 from llm_pipelines.storage.lake import Lake
 
-EMPTY_IDS = pa.array([], pa.string())
+EMPTY_IDS_TYPE = pa.string()
+"""No ids: built per call as ``pa.array([], EMPTY_IDS_TYPE)``, since building an array at
+import would make pyarrow import pandas (a second) when the definitions load."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,14 @@ def partition_ledger(lake: Lake, partition: str, routed: pa.Array | None = None)
     valid = (
         _column(lake, [events_path], "task_id", EVENTS_SCHEMA)
         if lake.exists(events_path)
-        else EMPTY_IDS
+        else pa.array([], EMPTY_IDS_TYPE)
     )
     if routed is None:
         tasks_path = lake.path(TASKS, partition, TASKS_FILE)
         routed = (
             _column(lake, [tasks_path], "task_id", TASKS_SCHEMA)
             if lake.exists(tasks_path)
-            else EMPTY_IDS
+            else pa.array([], EMPTY_IDS_TYPE)
         )
     state = PartitionState.load(lake, partition)
     results = _column(lake, lake.files(RESULTS, partition, ".parquet"), "task_id", RESULTS_SCHEMA)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-import anthropic
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -133,6 +132,8 @@ _Answer = tuple[dict[str, Any] | None, str | None]
 
 
 def _call(provider: BatchProvider, request: str) -> _Answer:
+    import anthropic  # loaded by the provider's client already; not when the definitions load
+
     try:
         return provider.create_message(orjson.loads(request)), None
     except anthropic.APIStatusError as error:

@@ -22,8 +22,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
 
 FORMAT_MARK = '"output_config"'
 """What a request that asks for a format contains, looked for before parsing it."""
@@ -58,6 +56,9 @@ def check_structured(
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as error:
         return None, f"the answer is not JSON: {error}{stopped}"
+    # jsonschema loads here, where a run checks an answer, not when the definitions load.
+    from jsonschema import exceptions as schema_errors
+
     try:
         problem = schema_errors.best_match(_validator(orjson.dumps(schema)).iter_errors(value))
     except schema_errors.SchemaError as error:  # the API refuses such requests; to be sure
@@ -71,6 +72,8 @@ def check_structured(
 def _validator(schema_json: bytes) -> Any:
     # Keyed by the schema's JSON: a day's format requests share a few schemas, and building
     # a validator costs far more than using one.
+    from jsonschema import validators
+
     schema = orjson.loads(schema_json)
     cls = validators.validator_for(schema)
     cls.check_schema(schema)

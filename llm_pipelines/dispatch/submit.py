@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llm_pipelines.crashpoints import crash_point
-from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, STREAM_CUT_ERRORS
+from llm_pipelines.dispatch.collect import STREAM_ATTEMPTS, stream_cut_errors
 from llm_pipelines.dispatch.packing import (
     ENTRY_OVERHEAD_BYTES,
     OVERSIZED,
@@ -127,7 +127,7 @@ def _holds_intent(
                 if seen >= ORPHAN_SAMPLE:
                     break
             return True
-        except STREAM_CUT_ERRORS:
+        except stream_cut_errors():
             continue
     return False
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
-from anthropic.types.messages import MessageBatch
 
 from llm_pipelines.providers.base import (
     RESULT_COLUMNS,
@@ -23,6 +21,10 @@ from llm_pipelines.providers.base import (
 )
 from llm_pipelines.storage.datasets import TOOL_CALLS
 from llm_pipelines.streams import iter_lines, line_blocks, prefetched
+
+if TYPE_CHECKING:  # the SDK (seconds to import) loads with the client, at run time
+    import anthropic
+    from anthropic.types.messages import MessageBatch
 
 ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024)
 """Per-batch limits of the Message Batches API."""
@@ -120,6 +122,8 @@ class AnthropicProvider:
         # The body is already serialised by the packer (sized against the 256 MB limit), so
         # send those exact bytes rather than re-encoding a list of 100k dicts. A spooled body
         # streams from disk; its length is given so it is not sent chunked.
+        from anthropic.types.messages import MessageBatch
+
         headers = {"content-type": "application/json", "content-length": str(len(body))}
         batch = self.client.post(
             "/v1/messages/batches", cast_to=MessageBatch, content=body, options={"headers": headers}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import anthropic
 import dagster as dg
 from pydantic import Field
 
 from llm_pipelines.providers.anthropic import ANTHROPIC_LIMITS, AnthropicProvider
 from llm_pipelines.providers.base import BatchLimits
+
+if TYPE_CHECKING:  # the SDK (seconds to import) loads when a run asks for a client
+    import anthropic
 
 DEFAULT_EMULATOR_DIR = ".llm_pipelines/emulator"
 
@@ -63,6 +66,8 @@ class AnthropicResource(dg.ConfigurableResource):
 
     def client(self, log: logging.Logger | None = None) -> anthropic.Anthropic:
         """A configured SDK client; says in the log which backend it talks to."""
+        import anthropic
+
         log = log or dg.get_dagster_logger()
         options = {"max_retries": self.max_retries, "timeout": self.timeout_s}
         if self.api_key:

@@ -9,10 +9,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon
+from llm_pipelines.sensors.daemon import disk_instance as on_disk
 from llm_pipelines.storage import LandingZone
 from llm_pipelines.storage.scratch import scratch_dir
 
@@ -20,7 +20,7 @@ from llm_pipelines.storage.scratch import scratch_dir
 @pytest.fixture
 def disk_instance() -> Iterator[dg.DagsterInstance]:
     """A Dagster instance on disk (SQLite), shared by this process and its forked children."""
-    with scratch_dir("dagster-home-") as home, daemon.disk_instance(home) as instance:
+    with scratch_dir("dagster-home-") as home, on_disk(home) as instance:
         yield instance
 
 
@@ -47,20 +47,18 @@ def fault_resources(tmp_path: Path) -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def start_day(day: str) -> Callable[..., dg.Definitions]:
-    """Land ``count`` demo tasks for the test day and run its daily cycle; the Definitions."""
+def start_day(day: str) -> Callable[..., InProcessDaemon]:
+    """Land ``count`` demo tasks for the test day and run its daily cycle; the daemon that
+    goes on (its ``defs``: the Definitions on ``resources``)."""
 
     def start(
         resources: dict[str, Any], instance: dg.DagsterInstance, count: int, seed: int = 1
-    ) -> dg.Definitions:
+    ) -> InProcessDaemon:
         LandingZone(resources["lake"].lake()).append(
             generate_tasks(day, count, seed=seed), partition=day
         )
-        defs = build_definitions(resources)
-        cycle = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
-            partition_key=day, instance=instance
-        )
-        assert cycle.success
-        return defs
+        daemon = InProcessDaemon.for_resources(resources, instance)
+        daemon.run("daily_batch_cycle", day)
+        return daemon
 
     return start

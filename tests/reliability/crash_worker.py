@@ -11,7 +11,7 @@ import orjson
 
 from llm_pipelines.definitions import build_definitions
 from llm_pipelines.resources import AnthropicResource, CostPolicyResource, LakeResource
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import disk_instance
 
 
 def main(raw: str) -> int:
@@ -23,7 +23,7 @@ def main(raw: str) -> int:
         "anthropic": AnthropicResource(emulator_dir=settings["emulator"], max_batch_requests=40),
     }
     defs = build_definitions(resources)
-    with daemon.disk_instance(settings["home"]) as instance:
+    with disk_instance(settings["home"]) as instance:
         result = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
             partition_key=settings["day"], instance=instance, raise_on_error=False
         )

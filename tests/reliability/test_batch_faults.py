@@ -6,10 +6,9 @@ import collections
 
 import dagster as dg
 
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon
 from llm_pipelines.storage import read_manifests
 from llm_pipelines.storage.datasets import RESULTS, RESULTS_SCHEMA
 
@@ -33,8 +32,7 @@ def test_http_faults_on_every_batch_call_are_absorbed_by_sdk_retries(
     day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources(EVERY_BATCH_ENDPOINT, max_retries=12)
-    defs = start_day(resources, instance, 150, seed=8)
-    ledger = daemon.drive(defs, instance, resources, day)
+    ledger = start_day(resources, instance, 150, seed=8).drive(day)
     assert ledger.holds and ledger.succeeded == ledger.valid
     store = EmulatorStore(EmulatorConfig(state_dir=resources["anthropic"].emulator_dir))
     injected = {k: n for k, n in store.fault_totals().items() if k.startswith("http_")}
@@ -48,11 +46,10 @@ def test_cut_result_streams_are_read_again_without_doubling_rows(
     day: str, instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources("seed: 2\ntruncated_results_rate: 0.4\n", max_batch_requests=20)
-    defs = start_day(resources, instance, 160, seed=8)
-    result = daemon.tick(instance, resources)
+    daemon = start_day(resources, instance, 160, seed=8)
     restarts = 0
-    for request in result.run_requests:
-        run = daemon.launch(defs, instance, request)
+    for request in daemon.evaluate().run_requests:
+        run = daemon.launch(request)
         assert run.success
         restarts += (
             run.asset_materializations_for_node("batch_results")[0]
@@ -71,9 +68,9 @@ def test_a_stream_cut_every_time_publishes_nothing_until_a_later_run(
 ) -> None:
     always_cut = fault_resources("truncated_results_rate: 1.0\n", max_batch_requests=1000)
     lake = always_cut["lake"].lake()
-    defs = start_day(always_cut, instance, 60, seed=8)
-    [request] = daemon.tick(instance, always_cut).run_requests
-    assert not daemon.launch(defs, instance, request).success
+    daemon = start_day(always_cut, instance, 60, seed=8)
+    [request] = daemon.evaluate().run_requests
+    assert not daemon.launch(request).success
     # Nothing half-written is visible: no results, no temporary files, still in flight.
     assert lake.files(RESULTS, day) == [p for p in lake.files(RESULTS, day) if "realtime" in p]
     assert not [p for p in lake.fs.ls(lake.partition_dir(RESULTS, day)) if "/.tmp-" in p]
@@ -81,9 +78,10 @@ def test_a_stream_cut_every_time_publishes_nothing_until_a_later_run(
     assert before.in_flight > 0 and before.holds
 
     healthy = fault_resources("", max_batch_requests=1000)
-    [again] = daemon.tick(instance, healthy).run_requests
+    recovered = InProcessDaemon.for_resources(healthy, instance)
+    [again] = recovered.evaluate().run_requests
     assert again.run_key == f"{request.run_key}-retry1", "a failed run is asked for again"
-    assert daemon.launch(build_definitions(healthy), instance, again).success
+    assert recovered.launch(again).success
     counts = _result_counts(lake, day)
     assert max(counts.values()) == 1
     after = partition_ledger(lake, day)

@@ -18,14 +18,14 @@ import dagster as dg
 import orjson
 
 from llm_pipelines.crashpoints import CRASH_ENV, CRASH_EXIT_CODE, run_in_child
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.dispatch.ledger import Ledger, partition_ledger
 from llm_pipelines.dispatch.state import PartitionState, live_dead_letters, sidecar_ids
 from llm_pipelines.dispatch.submit import ORPHAN_SAMPLE
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
 from llm_pipelines.routing.route import TASKS_FILE
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon
+from llm_pipelines.sensors.daemon import disk_instance as on_disk
 from llm_pipelines.storage import LandingZone, read_manifests
 from llm_pipelines.storage.datasets import ORPHANS, RESULTS, RESULTS_SCHEMA, TASKS
 
@@ -36,9 +36,8 @@ def _land(resources, day: str, count: int) -> None:
     LandingZone(resources["lake"].lake()).append(generate_tasks(day, count, seed=21), partition=day)
 
 
-def _cycle(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> bool:
-    job = defs.resolve_job_def("daily_batch_cycle")
-    return job.execute_in_process(partition_key=day, instance=instance).success
+def _cycle(daemon: InProcessDaemon, day: str) -> bool:
+    return daemon.run("daily_batch_cycle", day).success
 
 
 def _emulator(resources) -> EmulatorStore:
@@ -77,15 +76,15 @@ def _named_sends(resources, day: str) -> collections.Counter[str]:
 
 
 def _crash_leaving_an_intent(resources, instance, day: str, tasks: int, point: str):
-    """Land ``tasks``, kill the daily cycle at a submission crash point; the Definitions and
-    the one intent it left."""
-    defs = build_definitions(resources)
+    """Land ``tasks``, kill the daily cycle at a submission crash point; the daemon (over
+    the Definitions on ``resources``) and the one intent it left."""
+    daemon = InProcessDaemon.for_resources(resources, instance)
     _land(resources, day, tasks)
-    crashed = run_in_child(lambda: _cycle(defs, instance, day), crash_at=point)
+    crashed = run_in_child(lambda: _cycle(daemon, day), crash_at=point)
     assert crashed.crashed
-    assert daemon.fail_dead_runs(instance, "worker killed") == 1
+    assert daemon.fail_dead_runs("worker killed") == 1
     [intent] = [m for m in read_manifests(resources["lake"].lake(), day) if not m.provider_batch_id]
-    return defs, intent
+    return daemon, intent
 
 
 def _adoption_record(resources, day: str, orphan: str, intent_key: str) -> None:
@@ -105,15 +104,15 @@ def test_crash_after_batch_created_adopts_the_ended_orphan_and_sends_nothing_twi
     # No batch latency: the duplicate has ended by the time the run is retried.
     resources = fault_resources()
     lake = resources["lake"].lake()
-    defs, intent = _crash_leaving_an_intent(
+    daemon, intent = _crash_leaving_an_intent(
         resources, disk_instance, day, 120, "submit.after_create:2"
     )
     intent_tasks = sorted(sidecar_ids(lake, intent).to_pylist())
     [orphan] = _unnamed_batches(resources, day)
 
-    assert _cycle(defs, disk_instance, day)
-    assert _cycle(defs, disk_instance, day), "a later pass, before collection, sends nothing"
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    assert _cycle(daemon, day)
+    assert _cycle(daemon, day), "a later pass, before collection, sends nothing"
+    _assert_clean(resources, day, daemon.drive(day))
     twice = sorted(task for task, sent in _sends(resources).items() if sent > 1)
     assert not twice, f"{len(twice)} tasks sent to the provider twice"
     assert not _unnamed_batches(resources, day)
@@ -133,11 +132,11 @@ def test_an_adopted_orphan_retries_only_the_requests_it_did_not_answer(
     plan = "seed: 7\nerrored_rate: 0.4\nnon_retryable_error_share: 0.5\nexpired_rate: 0.1\n"
     resources = fault_resources(plan + "canceled_rate: 0.05\n")
     lake = resources["lake"].lake()
-    defs, intent = _crash_leaving_an_intent(
+    daemon, intent = _crash_leaving_an_intent(
         resources, disk_instance, day, 120, "submit.after_create:2"
     )
     [orphan] = _unnamed_batches(resources, day)
-    assert _cycle(defs, disk_instance, day)
+    assert _cycle(daemon, day)
     _adoption_record(resources, day, orphan, intent.key)
 
     lines = _emulator(resources).results_path(orphan).read_bytes().splitlines()
@@ -152,7 +151,7 @@ def test_an_adopted_orphan_retries_only_the_requests_it_did_not_answer(
     retried = unanswered - invalid
     assert retried and len(unanswered) < len(outcomes), "the plan must mix outcomes"
 
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
     # Sent once per attempt the lake records, and nothing else: no unnamed batch, no re-pack.
     assert _sends(resources) == _named_sends(resources, day)
     state = PartitionState.load(lake, day)
@@ -172,7 +171,7 @@ def test_an_adopted_orphan_ignores_results_for_tasks_it_was_not_given(
     # One batch for the whole day, large enough that its last line is past the sample.
     resources = fault_resources(max_batch_requests=1000)
     lake = resources["lake"].lake()
-    defs, intent = _crash_leaving_an_intent(
+    daemon, intent = _crash_leaving_an_intent(
         resources, disk_instance, day, 150, "submit.after_intent"
     )
     ids = sidecar_ids(lake, intent).to_pylist()
@@ -185,9 +184,9 @@ def test_an_adopted_orphan_ignores_results_for_tasks_it_was_not_given(
     body.append({"custom_id": "stranger-1", "params": orjson.loads(requests[left_out])})
     orphan = resources["anthropic"].provider().create_batch(orjson.dumps({"requests": body}))
 
-    assert _cycle(defs, disk_instance, day)
+    assert _cycle(daemon, day)
     _adoption_record(resources, day, orphan.id, intent.key)
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
     results = lake.read_table(
         lake.files(RESULTS, day, ".parquet"), ["task_id", "attempt"], RESULTS_SCHEMA
     ).to_pylist()
@@ -203,11 +202,13 @@ def test_crash_after_batch_created_costs_one_batch_found_and_canceled(
     # Batches stay in progress for an hour of emulated time, so the duplicate is running.
     resources = fault_resources(emulator_batch_latency_s=3600)
     lake = resources["lake"].lake()
-    defs, _ = _crash_leaving_an_intent(resources, disk_instance, day, 120, "submit.after_create:2")
+    daemon, _ = _crash_leaving_an_intent(
+        resources, disk_instance, day, 120, "submit.after_create:2"
+    )
     [orphan] = _unnamed_batches(resources, day)
 
     # The run retry reconciles: the duplicate is found by listing and canceled.
-    assert _cycle(defs, disk_instance, day)
+    assert _cycle(daemon, day)
     [record_path] = lake.files(ORPHANS, day, ".json")
     record = lake.read_json(record_path)
     assert record["provider_batch_id"] == orphan and record["action"] == "canceled"
@@ -215,7 +216,7 @@ def test_crash_after_batch_created_costs_one_batch_found_and_canceled(
     assert all(m.provider_batch_id for m in read_manifests(lake, day))
 
     _emulator(resources).advance_clock(3600)
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
     assert _unnamed_batches(resources, day) == {orphan}, "at most one duplicate batch per crash"
 
 
@@ -223,65 +224,65 @@ def test_crash_after_results_read_before_written_collects_again_once(
     day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources()
-    defs = start_day(resources, disk_instance, 100, seed=21)
-    first = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
+    daemon = start_day(resources, disk_instance, 100, seed=21)
+    first = daemon.new_run_requests(daemon.evaluate())
     assert len(first) > 1
 
     crashed = run_in_child(
-        lambda: daemon.launch(defs, disk_instance, first[0]).success,
+        lambda: daemon.launch(first[0]).success,
         crash_at="collect.after_read",
     )
     assert crashed.crashed
-    daemon.fail_dead_runs(disk_instance, "worker killed")
+    daemon.fail_dead_runs("worker killed")
     lake = resources["lake"].lake()
     assert partition_ledger(lake, day).in_flight > 0, "nothing of that batch was published"
 
-    again = daemon.tick(disk_instance, resources).run_requests
+    again = daemon.evaluate().run_requests
     assert f"{first[0].run_key}-retry1" in {r.run_key for r in again}
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
 
 
 def test_crash_after_results_written_needs_no_second_collection(
     day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources("seed: 4\nerrored_rate: 0.2\n")
-    defs = start_day(resources, disk_instance, 100, seed=21)
-    [request, *_] = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
+    daemon = start_day(resources, disk_instance, 100, seed=21)
+    [request, *_] = daemon.new_run_requests(daemon.evaluate())
     crashed = run_in_child(
-        lambda: daemon.launch(defs, disk_instance, request).success,
+        lambda: daemon.launch(request).success,
         crash_at="collect.after_results",
     )
     assert crashed.crashed
-    daemon.fail_dead_runs(disk_instance, "worker killed")
+    daemon.fail_dead_runs("worker killed")
     # Published means collected: its retries and dead letters count, the manifest is stale.
     ledger = partition_ledger(resources["lake"].lake(), day)
     assert ledger.holds, ledger
-    again = daemon.tick(disk_instance, resources).run_requests
+    again = daemon.evaluate().run_requests
     assert not [r for r in again if r.tags.get("llm_pipelines/work") == request.run_key]
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
 
 
 def test_crash_mid_sensor_tick_and_between_launches(
     day: str, disk_instance: dg.DagsterInstance, fault_resources, start_day
 ) -> None:
     resources = fault_resources()
-    defs = start_day(resources, disk_instance, 140, seed=21)
+    daemon = start_day(resources, disk_instance, 140, seed=21)
 
     # The sensor dies half-way through deciding: nothing was launched, nothing written.
     mid_tick = run_in_child(
-        lambda: len(daemon.tick(disk_instance, resources).run_requests),
+        lambda: len(daemon.evaluate().run_requests),
         crash_at="sensor.mid_tick:2",
     )
     assert mid_tick.crashed
 
     # The daemon dies between launching the first run of a tick and the rest.
     def launch_one_then_die() -> None:
-        requests = daemon.new_run_requests(disk_instance, daemon.tick(disk_instance, resources))
-        assert daemon.launch(defs, disk_instance, requests[0]).success
+        requests = daemon.new_run_requests(daemon.evaluate())
+        assert daemon.launch(requests[0]).success
         os._exit(CRASH_EXIT_CODE)
 
     assert run_in_child(launch_one_then_die).crashed
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))
     runs = disk_instance.get_runs(dg.RunsFilter(job_name="collect_batch_results"))
     per_batch = collections.Counter(r.tags["llm_pipelines/batch_id"] for r in runs)
     assert set(per_batch.values()) == {1}, "every batch collected by exactly one run"
@@ -311,11 +312,11 @@ def test_crash_hook_kills_a_fresh_interpreter_through_the_environment(
     [intent] = read_manifests(lake, day)
     assert intent.provider_batch_id is None and not _emulator(resources).list_batch_ids()
 
-    with daemon.disk_instance(settings["home"]) as instance:
-        daemon.fail_dead_runs(instance, "worker killed")
-        defs = build_definitions(resources)
-        assert _cycle(defs, instance, day)
-        _assert_clean(resources, day, daemon.drive(defs, instance, resources, day))
+    with on_disk(settings["home"]) as instance:
+        daemon = InProcessDaemon.for_resources(resources, instance)
+        daemon.fail_dead_runs("worker killed")
+        assert _cycle(daemon, day)
+        _assert_clean(resources, day, daemon.drive(day))
     assert not lake.files(ORPHANS, day) and not _unnamed_batches(resources, day)
 
 
@@ -324,7 +325,7 @@ def test_a_batch_that_only_looks_like_the_lost_one_is_left_alone(
 ) -> None:
     resources = fault_resources(max_batch_requests=1000)
     lake = resources["lake"].lake()
-    defs, intent = _crash_leaving_an_intent(
+    daemon, intent = _crash_leaving_an_intent(
         resources, disk_instance, day, 60, "submit.after_intent"
     )
     # Someone else's batch: same size, created just after the intent, other custom_ids.
@@ -339,7 +340,7 @@ def test_a_batch_that_only_looks_like_the_lost_one_is_left_alone(
         ]
     }
     stranger = resources["anthropic"].provider().create_batch(orjson.dumps(body))
-    assert _cycle(defs, disk_instance, day)
+    assert _cycle(daemon, day)
     assert not lake.files(ORPHANS, day), "its results name other tasks: not our orphan"
     assert _emulator(resources).get_batch(stranger.id).counts["succeeded"] == intent.request_count
-    _assert_clean(resources, day, daemon.drive(defs, disk_instance, resources, day))
+    _assert_clean(resources, day, daemon.drive(day))

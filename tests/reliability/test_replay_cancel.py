@@ -5,10 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow.compute as pc
 
-from llm_pipelines.definitions import build_definitions
 from llm_pipelines.dispatch.ledger import partition_ledger
 from llm_pipelines.emulator import EmulatorConfig, EmulatorStore
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon
 from llm_pipelines.storage import read_manifests
 from llm_pipelines.storage.datasets import RESULTS, RESULTS_SCHEMA, RETRIES
 
@@ -38,8 +37,8 @@ def test_replay_reenqueues_chosen_dead_letters_until_they_succeed(
 ) -> None:
     rejecting = fault_resources(REJECTING, max_batch_requests=100)
     lake = rejecting["lake"].lake()
-    defs = start_day(rejecting, instance, 120, seed=2)
-    settled = daemon.drive(defs, instance, rejecting, day)
+    defs = (daemon := start_day(rejecting, instance, 120, seed=2)).defs
+    settled = daemon.drive(day)
     rejected = settled.dead_lettered
     assert rejected > 0 and settled.holds
 
@@ -52,13 +51,13 @@ def test_replay_reenqueues_chosen_dead_letters_until_they_succeed(
 
     # The cause is fixed (no more faults): replay by reason text, any case.
     healthy = fault_resources("", max_batch_requests=100)
-    defs = build_definitions(healthy)
+    defs = (daemon := InProcessDaemon.for_resources(healthy, instance)).defs
     replay = _replay(defs, instance, day, stages=["collect"], reason_contains="INVALID_REQUEST")
     assert replay.success and _observed(replay)["replayed"] == rejected
     waiting = partition_ledger(lake, day)
     assert (waiting.dead_lettered, waiting.retrying) == (0, rejected) and waiting.holds
 
-    final = daemon.drive(defs, instance, healthy, day)
+    final = daemon.drive(day)
     assert final.holds and final.succeeded == final.valid and final.dead_lettered == 0
     results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
     assert pc.sum(pc.equal(results["attempt"], 2)).as_py() == rejected
@@ -70,10 +69,10 @@ def test_cancel_stops_in_flight_batches_and_their_tasks_are_retried(
 ) -> None:
     slow = fault_resources(emulator_batch_latency_s=3600)
     lake = slow["lake"].lake()
-    defs = start_day(slow, instance, 100, seed=12)
+    daemon = start_day(slow, instance, 100, seed=12)
     batches = read_manifests(lake, day)
     assert len(batches) > 1
-    cancel = defs.resolve_job_def("cancel_batches")
+    cancel = daemon.defs.resolve_job_def("cancel_batches")
 
     one = cancel.execute_in_process(
         partition_key=day,
@@ -88,16 +87,14 @@ def test_cancel_stops_in_flight_batches_and_their_tasks_are_retried(
     assert all(m.cancel_requested_at for m in read_manifests(lake, day))
 
     # Canceled batches end at once: collected, their unrun requests wait as attempt 2.
-    for request in daemon.new_run_requests(instance, daemon.tick(instance, slow)):
-        assert daemon.launch(defs, instance, request).success
+    for request in daemon.new_run_requests(daemon.evaluate()):
+        assert daemon.launch(request).success
     waiting = partition_ledger(lake, day)
     batched = sum(m.request_count for m in batches)
     assert waiting.retrying == batched and waiting.holds
 
     emulator = EmulatorStore(EmulatorConfig(state_dir=slow["anthropic"].emulator_dir))
-    final = daemon.drive(
-        defs, instance, slow, day, between_ticks=lambda: emulator.advance_clock(3600)
-    )
+    final = daemon.drive(day, between_ticks=lambda: emulator.advance_clock(3600))
     assert final.holds and final.succeeded == final.valid
     results = lake.read_table(lake.files(RESULTS, day, ".parquet"), schema=RESULTS_SCHEMA)
     batch_rows = results.filter(pc.equal(results["route"], "batch"))

@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_pipelines.dispatch.ledger import partition_ledger
-from llm_pipelines.sensors import daemon
 from llm_pipelines.storage import read_manifests
 from llm_pipelines.storage.datasets import (
     BATCHES,
@@ -34,23 +33,21 @@ def test_failures_are_retried_in_later_batches_then_dead_lettered(
 ) -> None:
     resources = fault_resources(PLAN, max_batch_requests=100)
     lake = resources["lake"].lake()
-    defs = start_day(resources, instance, 240, seed=3)
+    daemon = start_day(resources, instance, 240, seed=3)
 
     # First collection round only: failures wait in retries/, counted, not lost.
-    first = daemon.tick(instance, resources)
+    first = daemon.evaluate()
     assert {r.job_name for r in first.run_requests} == {"collect_batch_results"}
     for request in first.run_requests:
-        assert daemon.launch(defs, instance, request).success
+        assert daemon.launch(request).success
     waiting = partition_ledger(lake, day)
     assert waiting.retrying > 0 and waiting.in_flight == 0 and waiting.holds, waiting
-    report = defs.resolve_job_def("collect_batch_results").execute_in_process(
-        partition_key=day, instance=instance
-    )
+    report = daemon.run("collect_batch_results", day)
     checks = {c.check_name: c for c in report.get_asset_check_evaluations()}
     assert checks["conservation"].passed
     assert checks["conservation"].metadata["retrying"].value == waiting.retrying
 
-    ledger = daemon.drive(defs, instance, resources, day)
+    ledger = daemon.drive(day)
     assert ledger.holds and ledger.open == 0
     assert ledger.succeeded + ledger.dead_lettered == ledger.valid
 
@@ -93,7 +90,9 @@ def test_max_attempts_is_configurable_per_run(
 ) -> None:
     resources = fault_resources(PLAN)
     lake = resources["lake"].lake()
-    collect = start_day(resources, instance, 80, seed=5).resolve_job_def("collect_batch_results")
+    collect = start_day(resources, instance, 80, seed=5).defs.resolve_job_def(
+        "collect_batch_results"
+    )
     run = collect.execute_in_process(
         partition_key=day,
         instance=instance,

@@ -20,7 +20,7 @@ from dagster._serdes import serialize_value
 from llm_pipelines.definitions import build_definitions, default_resources
 from llm_pipelines.demo.workload import generate_tasks
 from llm_pipelines.emulator import EmulatorConfig, FaultPlan, serving
-from llm_pipelines.sensors import daemon
+from llm_pipelines.sensors.daemon import InProcessDaemon, disk_instance
 from llm_pipelines.storage import Lake, LandingZone
 from llm_pipelines.storage.datasets import DEAD_LETTER, DEAD_LETTER_SCHEMA
 
@@ -80,7 +80,7 @@ def test_api_key_is_never_written_logged_or_recorded(
         defs = build_definitions(resources)
         lake = resources["lake"].lake()
         LandingZone(lake).append(generate_tasks(day, 40, seed=6), partition=day)
-        with daemon.disk_instance(str(home)) as instance:
+        with disk_instance(str(home)) as instance:
             cycle = defs.resolve_job_def("daily_batch_cycle").execute_in_process(
                 partition_key=day, instance=instance
             )
@@ -89,7 +89,7 @@ def test_api_key_is_never_written_logged_or_recorded(
                 partition_key=day, instance=instance, raise_on_error=False
             )
             assert not cancel.success, "the cancel call failed with an API error"
-            ledger = daemon.drive(defs, instance, resources, day)
+            ledger = InProcessDaemon(defs, instance, resources).drive(day)
             assert ledger.holds and ledger.open == 0
             logs = [instance.all_logs(run.run_id) for run in instance.get_runs()]
             events = [serialize_value(entry) for entries in logs for entry in entries]

@@ -7,8 +7,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from llm_pipelines.definitions import build_definitions
-from llm_pipelines.demo.daemon import InProcessDaemon
+from llm_pipelines.sensors.daemon import InProcessDaemon
 
 
 @pytest.fixture
@@ -16,7 +15,7 @@ def daemon_for(instance: dg.DagsterInstance):
     """Make a daemon over the project's Definitions bound to the given resources."""
 
     def make(resources: dict[str, Any]) -> InProcessDaemon:
-        return InProcessDaemon(build_definitions(resources), instance, resources)
+        return InProcessDaemon.for_resources(resources, instance)
 
     return make
 
