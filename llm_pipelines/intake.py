@@ -17,7 +17,6 @@ from fsspec import AbstractFileSystem
 from pydantic import ValidationError
 
 from llm_pipelines.costs import default_price_table
-from llm_pipelines.providers.contract import contracts
 from llm_pipelines.providers.fast_contract import generated
 from llm_pipelines.routing.caching import (
     RequestShape,
@@ -590,6 +589,8 @@ def _take(
 
 def warm_up(models: ModelLimits | None) -> tuple[pa.RecordBatch, None]:
     """A worker's first call: build what parsing needs (the contracts, the fast paths)."""
+    from llm_pipelines.providers.contract import contracts  # the SDK: only when intake runs
+
     batch, _ = parse_piece([], models)
     contracts()
     generated()
