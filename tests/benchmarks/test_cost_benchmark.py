@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "cost.py"
-LEVERS = {"batching", "caching", "downshifting", "reuse"}
+LEVERS = {"batching", "caching", "downshifting", "reuse", "migration"}
 
 
 def test_cost_benchmark_runs_small_and_reports_every_figure(
@@ -37,7 +37,7 @@ def test_cost_benchmark_runs_small_and_reports_every_figure(
     assert sum(result["levers_pct"].values()) == pytest.approx(result["savings_pct"], abs=0.05)
     # The naive variant saves by batching alone.
     naive = result["naive_levers_pct"]
-    assert naive["caching"] == naive["downshifting"] == naive["reuse"] == 0
+    assert naive["caching"] == naive["downshifting"] == naive["reuse"] == naive["migration"] == 0
     assert naive["batching"] == pytest.approx(result["naive_batch_savings_pct"], abs=0.05)
     for variant in ("cache_aware", "naive_batch"):
         counts = result["conservation"][variant]
